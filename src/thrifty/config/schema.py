@@ -35,9 +35,7 @@ class PredictorConfig(Strict):
     config: dict[str, Any] = Field(
         default_factory=dict, description="Passed as is to the predictor's __init__(config)."
     )
-    env: dict[str, str] = Field(
-        default_factory=dict, description="Environment variables set in each replica process."
-    )
+    env: dict[str, str] = Field(default_factory=dict, description="Environment variables set in each replica process.")
 
     @field_validator("path")
     @classmethod
@@ -51,7 +49,9 @@ class ComputeConfig(Strict):
     cpu: Cpu = Field(1.0, gt=0, description="CPU cores per replica (1, 0.5 or 500m).")
     mem: Size | None = Field(None, gt=0, description="Memory per replica (e.g. 512Mi, 2Gi).")
     gpu: float = Field(
-        0, ge=0, description="GPUs per replica; fractions below 1 share a GPU (e.g. 0.25), above 1 whole GPUs."
+        0,
+        ge=0,
+        description="GPUs per replica; fractions below 1 share a GPU (e.g. 0.25), above 1 whole GPUs.",
     )
 
     @field_validator("gpu")
@@ -108,15 +108,22 @@ class AutoscalingConfig(Strict):
     downscale_stabilization_period: Duration = Field(
         300.0, ge=0, description="Scale down no lower than the highest recommendation within this period."
     )
-    max_upscale_factor: float = Field(1.5, gt=1, description="Most replicas after one step, as a factor (+1 always allowed).")
+    max_upscale_factor: float = Field(
+        1.5, gt=1, description="Most replicas after one step, as a factor (+1 always allowed)."
+    )
     max_downscale_factor: float = Field(
         0.75, gt=0, lt=1, description="Fewest replicas after one step, as a factor (-1 always allowed)."
     )
     upscale_tolerance: float = Field(0.05, ge=0, description="No upscale while raw/current is within 1 + this.")
-    downscale_tolerance: float = Field(0.05, ge=0, lt=1, description="No downscale while raw/current is within 1 - this.")
+    downscale_tolerance: float = Field(
+        0.05, ge=0, lt=1, description="No downscale while raw/current is within 1 - this."
+    )
     panic_window: Duration = Field(6.0, gt=0, description="Short window of panic mode.")
     panic_threshold: float = Field(
-        2.0, gt=1, description="Panic (scale up at once, no scale-down) when the panic window asks this many times the current replicas."
+        2.0,
+        gt=1,
+        description="Panic (scale up at once, no scale-down) when the panic window asks for this many "
+        "times the current replicas.",
     )
     scale_to_zero_after: Duration = Field(
         300.0, gt=0, description="With min_replicas 0: idle time after which the API drops to zero replicas."
@@ -132,9 +139,7 @@ class AutoscalingConfig(Strict):
     def _bounds(self) -> AutoscalingConfig:
         if self.min_replicas > self.max_replicas:
             raise ValueError(f"min_replicas ({self.min_replicas}) is above max_replicas ({self.max_replicas})")
-        if self.init_replicas is not None and not (
-            self.min_replicas <= self.init_replicas <= self.max_replicas
-        ):
+        if self.init_replicas is not None and not (self.min_replicas <= self.init_replicas <= self.max_replicas):
             raise ValueError(
                 f"init_replicas ({self.init_replicas}) must be between min_replicas ({self.min_replicas}) "
                 f"and max_replicas ({self.max_replicas})"
@@ -164,11 +169,7 @@ class ModelsConfig(Strict):
     def _cache_bounds(self) -> ModelsConfig:
         if self.cache_size is None and self.cache_bytes is None:
             raise ValueError("set cache_size (models) or cache_bytes (bytes) to bound the memory cache")
-        if (
-            self.cache_size is not None
-            and self.disk_cache_size is not None
-            and self.disk_cache_size < self.cache_size
-        ):
+        if self.cache_size is not None and self.disk_cache_size is not None and self.disk_cache_size < self.cache_size:
             raise ValueError(
                 f"disk_cache_size ({self.disk_cache_size}) must be at least cache_size ({self.cache_size})"
             )
@@ -177,9 +178,7 @@ class ModelsConfig(Strict):
 
 class UpdateStrategyConfig(Strict):
     max_surge: CountOrPercent = Field("25%", description="Extra replicas allowed during a rolling update.")
-    max_unavailable: CountOrPercent = Field(
-        "25%", description="Replicas that may be missing during a rolling update."
-    )
+    max_unavailable: CountOrPercent = Field("25%", description="Replicas that may be missing during a rolling update.")
 
     @model_validator(mode="after")
     def _not_both_zero(self) -> UpdateStrategyConfig:
@@ -206,16 +205,16 @@ class AuthConfig(Strict):
 
 class ApiConfig(Strict):
     name: str = Field(..., description="API name: [a-z0-9-], starts with a letter, at most 40 characters.")
-    predictor: PredictorConfig = Field(default_factory=PredictorConfig, description="The predictor class.")  # type: ignore[arg-type]
-    compute: ComputeConfig = Field(default_factory=ComputeConfig, description="Resources per replica.")  # type: ignore[arg-type]
-    serving: ServingConfig = Field(default_factory=ServingConfig, description="Per-replica request handling.")  # type: ignore[arg-type]
-    autoscaling: AutoscalingConfig = Field(default_factory=AutoscalingConfig, description="Replica count policy.")  # type: ignore[arg-type]
+    predictor: PredictorConfig = Field(default_factory=PredictorConfig, description="The predictor class.")
+    compute: ComputeConfig = Field(default_factory=ComputeConfig, description="Resources per replica.")
+    serving: ServingConfig = Field(default_factory=ServingConfig, description="Per-replica request handling.")
+    autoscaling: AutoscalingConfig = Field(default_factory=AutoscalingConfig, description="Replica count policy.")
     models: ModelsConfig | None = Field(None, description="Multi-model API: models loaded on demand.")
     update_strategy: UpdateStrategyConfig = Field(
-        default_factory=UpdateStrategyConfig,  # type: ignore[arg-type]
+        default_factory=UpdateStrategyConfig,
         description="Rolling updates.",
     )
-    auth: AuthConfig = Field(default_factory=AuthConfig, description="API keys.")  # type: ignore[arg-type]
+    auth: AuthConfig = Field(default_factory=AuthConfig, description="API keys.")
 
     @field_validator("name")
     @classmethod
@@ -260,12 +259,12 @@ class ClusterConfig(Strict):
     engine: Literal["local", "ray"] = Field("local", description="Where replicas run.")
     provider: Literal["local", "simulated", "aws"] = Field("local", description="Where nodes come from.")
     node_pools: list[NodePoolConfig] = Field(default_factory=list, description="Node pools (not used locally).")
-    spot: SpotConfig = Field(default_factory=SpotConfig, description="Spot / on-demand mix.")  # type: ignore[arg-type]
+    spot: SpotConfig = Field(default_factory=SpotConfig, description="Spot / on-demand mix.")
 
 
 class ProjectConfig(Strict):
     apis: list[ApiConfig] = Field(..., min_length=1, description="The APIs of this project.")
-    cluster: ClusterConfig = Field(default_factory=ClusterConfig, description="Cluster settings.")  # type: ignore[arg-type]
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig, description="Cluster settings.")
 
     @field_validator("apis")
     @classmethod

@@ -1,0 +1,111 @@
+"""The operator's handle on the gateway process: start it, push the routing table, read its counters."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+
+from thrifty.engines.process import ChildProcess, child_env, python_module_args
+from thrifty.errors import ThriftyError
+
+GATEWAY_MODULE = "thrifty.dataplane.gateway_main"
+
+
+class GatewayStartError(ThriftyError):
+    code = "gateway_start_failed"
+
+
+class GatewayLink:
+    def __init__(self, *, run_dir: Path, log_path: Path, token_path: Path, host: str, port: int) -> None:
+        self._run_dir = run_dir
+        self._log_path = log_path
+        self._token_path = token_path
+        self.host = host
+        self.port = port
+        self.admin_port: int | None = None
+        self.proc: ChildProcess | None = None
+        self._client: httpx.AsyncClient | None = None
+        self.generation = 0  # bumped at each (re)start: counters restart from zero
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    async def start(self, timeout_s: float = 20.0) -> None:
+        port_file = self._run_dir / "gateway.json"
+        port_file.unlink(missing_ok=True)
+        args = python_module_args(
+            GATEWAY_MODULE,
+            "--host", self.host,
+            "--port", str(self.port),
+            "--admin-port", "0",
+            "--port-file", str(port_file),
+            "--token-file", str(self._token_path),
+        )  # fmt: skip
+        self.proc = ChildProcess(args, log_path=self._log_path, env=child_env({}))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while True:
+            code = self.proc.poll()
+            if code is not None:
+                tail = self._log_tail()
+                raise GatewayStartError(
+                    f"the gateway exited with code {code} while starting on {self.host}:{self.port}"
+                    f" (is the port in use?). Last log lines:\n{tail}"
+                )
+            try:
+                info = orjson.loads(port_file.read_bytes())
+                break
+            except (OSError, orjson.JSONDecodeError):
+                pass
+            if loop.time() > deadline:
+                self.proc.kill()
+                raise GatewayStartError(
+                    f"the gateway did not start within {timeout_s:.0f}s; see {self._log_path}"
+                )
+            await asyncio.sleep(0.05)
+        self.port = int(info["port"])
+        self.admin_port = int(info["admin_port"])
+        token = self._token_path.read_text().strip()
+        if self._client is not None:
+            await self._client.aclose()
+        self._client = httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{self.admin_port}",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=5.0,
+        )
+        self.generation += 1
+
+    def _log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self._log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    async def push_routes(self, table: dict[str, Any]) -> None:
+        if self._client is None:
+            return
+        resp = await self._client.put("/_thrifty/routes", content=orjson.dumps(table))
+        resp.raise_for_status()
+
+    async def stats(self) -> dict[str, Any]:
+        if self._client is None:
+            return {}
+        resp = await self._client.get("/_thrifty/stats")
+        resp.raise_for_status()
+        data = orjson.loads(resp.content)
+        return data if isinstance(data, dict) else {}
+
+    async def stop(self, grace_s: float) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+        if self.proc is not None and self.proc.poll() is None:
+            await self.proc.stop(grace_s)

@@ -1,0 +1,378 @@
+"""The operator: desired state (deployed API revisions) vs observed state (replicas) -> actions.
+
+One asyncio task runs the reconcile loop; another samples the gateway's counters every second. Decisions
+(rollout, later autoscaling) are pure functions in ``thrifty.policy``; this module only gathers what they
+need, calls them and carries out what they return.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from thrifty.config.loader import CONFIG_NAMES, parse_text
+from thrifty.control.gateway_link import GatewayLink
+from thrifty.control.home import Home
+from thrifty.control.store import Store
+from thrifty.control.traffic import TrafficHistory
+from thrifty.engines.base import Engine, ReplicaLaunch, ReplicaObservation
+from thrifty.errors import ConfigError, NotFoundError
+from thrifty.policy.rollout import ReplicaView, RolloutState, plan, record_failure
+from thrifty.project_archive import unpack
+from thrifty.spec import ApiSpec
+
+log = logging.getLogger("thrifty.operator")
+
+ROUTES_REFRESH_S = 5.0
+
+
+@dataclass
+class ApiRuntime:
+    spec: ApiSpec
+    created_s: float
+    updated_s: float
+    desired: int
+    refresh_nonce: str = ""
+    rollout: RolloutState = field(default_factory=RolloutState)
+    status: str = "updating"
+    last_error: dict[str, Any] | None = None
+    last_plan: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def revision(self) -> str:
+        return self.spec.revision + self.refresh_nonce
+
+
+def _resolve_keys(keys: list[str], source: str) -> list[str]:
+    out = []
+    for key in keys:
+        if key.startswith("env:"):
+            value = os.environ.get(key[4:])
+            if not value:
+                raise ConfigError(
+                    f"{source}: auth.api_keys refers to the environment variable {key[4:]!r}, "
+                    "which is not set for the operator"
+                )
+            key = value
+        out.append(hashlib.sha256(key.encode()).hexdigest())
+    return out
+
+
+class Operator:
+    def __init__(
+        self,
+        home: Home,
+        store: Store,
+        engine: Engine,
+        gateway: GatewayLink,
+        *,
+        tick_s: float = 0.25,
+        stop_grace_s: float = 30.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.home = home
+        self.store = store
+        self.engine = engine
+        self.gateway = gateway
+        self.tick_s = tick_s
+        self.stop_grace_s = stop_grace_s
+        self.clock = clock
+        self.apis: dict[str, ApiRuntime] = {}
+        self.traffic = TrafficHistory()
+        self.observed: list[ReplicaObservation] = []
+        self.started_s = clock()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._routes: dict[str, Any] | None = None
+        self._routes_pushed_s = 0.0
+        self._gateway_generation = 0
+        self._wake = asyncio.Event()
+        self._api_keys: dict[str, list[str]] = {}
+
+    # lifecycle ---------------------------------------------------------------------------------------
+    async def start(self) -> None:
+        for stored in self.store.list_apis():
+            spec = stored.spec
+            try:
+                self._api_keys[spec.name] = _resolve_keys(spec.config.auth.api_keys, spec.name)
+            except ConfigError as exc:
+                self.store.add_event(spec.name, "error", exc.message, self.clock())
+                self._api_keys[spec.name] = []
+            self.apis[spec.name] = ApiRuntime(
+                spec, stored.created_s, stored.updated_s, spec.config.autoscaling.initial_replicas
+            )
+            self.store.add_event(spec.name, "restored", "restored after an operator restart", self.clock())
+        self._tasks = [
+            asyncio.create_task(self._reconcile_loop(), name="reconcile"),
+            asyncio.create_task(self._metrics_loop(), name="metrics"),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        # Routes first (no new work to replicas), then drain replicas, then the gateway.
+        with contextlib.suppress(httpx.HTTPError):
+            await self.gateway.push_routes({"apis": {}})
+        await self.engine.close(self.stop_grace_s)
+        await self.gateway.stop(self.stop_grace_s)
+
+    # admin operations ----------------------------------------------------------------------------------
+    async def deploy(self, archive: bytes, config_name: str | None = None) -> dict[str, Any]:
+        """Validate fully, then apply. A bad project changes nothing that runs."""
+        project_hash, project_dir = unpack(archive, self.home.projects_dir)
+        names = [config_name] if config_name else list(CONFIG_NAMES)
+        config_file = next((project_dir / n for n in names if (project_dir / n).is_file()), None)
+        if config_file is None:
+            raise ConfigError(f"the project has no {' or '.join(names)}")
+        source = config_name or config_file.name
+        config = parse_text(config_file.read_text(encoding="utf-8"), source)
+        for api in config.apis:
+            if not (project_dir / api.predictor.path).is_file():
+                raise ConfigError(
+                    f"{source}: apis[{config.apis.index(api)}].predictor.path = {api.predictor.path!r}: "
+                    "no such file in the project folder"
+                )
+        keys = {api.name: _resolve_keys(api.auth.api_keys, source) for api in config.apis}
+        now = self.clock()
+        results = []
+        for api in config.apis:
+            spec = ApiSpec(api.name, api, project_hash, str(project_dir))
+            current = self.apis.get(api.name)
+            if current is None:
+                action = "created"
+                self.apis[api.name] = ApiRuntime(spec, now, now, api.autoscaling.initial_replicas)
+            elif current.spec.revision == spec.revision and current.spec.config == api:
+                action = "unchanged"
+            else:
+                action = "updated" if current.spec.revision != spec.revision else "config updated in place"
+                current.spec = spec
+                current.updated_s = now
+                current.desired = min(
+                    max(current.desired, api.autoscaling.min_replicas), api.autoscaling.max_replicas
+                )
+                if action == "updated":
+                    current.last_error = None
+            self._api_keys[api.name] = keys[api.name]
+            if action != "unchanged":
+                self.store.put_api(spec, now)
+                self.store.add_event(api.name, "deploy", f"{action} (revision {spec.revision})", now)
+            results.append({"name": api.name, "action": action, "revision": self.apis[api.name].revision})
+        self._wake.set()
+        return {"project": project_hash[:12], "apis": results}
+
+    def _runtime(self, name: str) -> ApiRuntime:
+        rt = self.apis.get(name)
+        if rt is None:
+            raise NotFoundError(f"no API named {name!r} is deployed", details={"api": name})
+        return rt
+
+    async def delete(self, name: str) -> dict[str, Any]:
+        self._runtime(name)
+        del self.apis[name]
+        self.store.delete_api(name)
+        self.store.add_event(name, "delete", "API deleted", self.clock())
+        self._wake.set()
+        return {"name": name, "deleted": True}
+
+    def refresh(self, name: str) -> dict[str, Any]:
+        rt = self._runtime(name)
+        rt.refresh_nonce = "-" + secrets.token_hex(3)
+        self.store.add_event(name, "refresh", f"rolling restart (revision {rt.revision})", self.clock())
+        self._wake.set()
+        return {"name": name, "revision": rt.revision}
+
+    def replicas_of(self, name: str) -> list[ReplicaObservation]:
+        return [o for o in self.observed if o.api == name]
+
+    def describe(self, name: str, *, detail: bool = False) -> dict[str, Any]:
+        rt = self._runtime(name)
+        reps = self.replicas_of(name)
+        traffic = self.traffic.summary(name)
+        per_replica = traffic.pop("replicas", {})
+        out: dict[str, Any] = {
+            "name": name,
+            "status": rt.status,
+            "revision": rt.revision,
+            "replicas": {
+                "ready": sum(1 for r in reps if r.state == "ready" and r.revision == rt.revision),
+                "requested": rt.desired,
+                "total": len(reps),
+            },
+            **traffic,
+            "last_update": rt.updated_s,
+            "created": rt.created_s,
+            "error": rt.last_error,
+        }
+        if detail:
+            out["endpoint"] = f"{self.gateway.url}/{name}"
+            out["replica_list"] = [
+                {
+                    **r.to_dict(),
+                    "in_flight": per_replica.get(r.replica_id, {}).get("in_flight", 0),
+                    "log": r.log_path,
+                }
+                for r in reps
+            ]
+            out["revisions"] = [{"revision": r, "created": c} for r, c in self.store.revisions(name)]
+            out["rollout"] = rt.last_plan
+            out["config"] = rt.spec.config_json
+        return out
+
+    def list_apis(self) -> list[dict[str, Any]]:
+        return [self.describe(name) for name in sorted(self.apis)]
+
+    # reconcile -----------------------------------------------------------------------------------------
+    async def _reconcile_loop(self) -> None:
+        while True:
+            try:
+                await self.reconcile_once()
+            except Exception:  # the loop must survive anything one tick does
+                log.exception("reconcile tick failed")
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.tick_s)
+
+    async def reconcile_once(self) -> None:
+        now = self.clock()
+        if not self.gateway.alive():
+            self.store.add_event("-", "gateway", "the gateway exited; restarting it", now)
+            await self.gateway.start()
+            self.traffic.reset()
+            self._routes = None
+        observed = self.engine.observe()
+        for obs in observed:
+            if obs.state == "exited":
+                self._on_exit(obs, now)
+        observed = [o for o in observed if o.state != "exited"]
+
+        stops: list[str] = []
+        starts: list[ReplicaLaunch] = []
+        for name, rt in self.apis.items():
+            views = [
+                ReplicaView(o.replica_id, o.revision, o.state, o.started_s)  # type: ignore[arg-type]
+                for o in observed
+                if o.api == name
+            ]
+            strategy = rt.spec.config.update_strategy
+            p = plan(
+                revision=rt.revision,
+                desired=rt.desired,
+                max_surge=strategy.max_surge,
+                max_unavailable=strategy.max_unavailable,
+                replicas=views,
+                state=rt.rollout,
+                now_s=now,
+            )
+            rt.rollout = p.state
+            rt.last_plan = p.reason
+            if p.status != rt.status:
+                self.store.add_event(name, "status", f"{rt.status} -> {p.status}", now)
+                rt.status = p.status
+            stops.extend(p.stop)
+            starts.extend(self._launch(rt) for _ in range(p.start))
+        stops.extend(o.replica_id for o in observed if o.api not in self.apis and o.state != "stopping")
+
+        self.observed = observed
+        await self._push_routes(observed, set(stops), now)
+        for rid in stops:
+            await self.engine.stop_replica(rid, self.stop_grace_s)
+        for launch in starts:
+            await self.engine.start_replica(launch)
+            self.store.add_event(launch.api, "replica", f"starting {launch.replica_id}", now)
+
+    def _launch(self, rt: ApiRuntime) -> ReplicaLaunch:
+        spec = rt.spec
+        rid = f"{spec.name}-{rt.revision[:6]}-{secrets.token_hex(3)}"
+        return ReplicaLaunch(
+            replica_id=rid,
+            api=spec.name,
+            revision=rt.revision,
+            config=spec.config_json,
+            project_dir=spec.project_dir,
+            env=dict(spec.config.predictor.env),
+        )
+
+    def _on_exit(self, obs: ReplicaObservation, now: float) -> None:
+        self.engine.forget(obs.replica_id)
+        rt = self.apis.get(obs.api)
+        if obs.error:
+            message = obs.error.get("message", "the predictor failed to load")
+            where = obs.error.get("where")
+            text = f"{message}" + (f" (at {where})" if where else "")
+        else:
+            text = f"replica exited unexpectedly with code {obs.exit_code}"
+        self.store.add_event(
+            obs.api,
+            "replica_exited",
+            f"{obs.replica_id}: {text}",
+            now,
+            {"exit_code": obs.exit_code, "error": obs.error, "log": obs.log_path},
+        )
+        if rt is None:
+            return
+        rt.rollout = record_failure(rt.rollout, obs.revision, text, now)
+        if obs.revision == rt.revision:
+            rt.last_error = {
+                "message": text,
+                "replica": obs.replica_id,
+                "exit_code": obs.exit_code,
+                "where": (obs.error or {}).get("where"),
+                "log": obs.log_path,
+                "traceback": (obs.error or {}).get("traceback"),
+                "at": now,
+            }
+
+    def routes_table(self, observed: list[ReplicaObservation], stopping: set[str]) -> dict[str, Any]:
+        apis: dict[str, Any] = {}
+        for name, rt in self.apis.items():
+            serving = rt.spec.config.serving
+            apis[name] = {
+                "replicas": [
+                    {"id": o.replica_id, "host": o.host, "port": o.port, "draining": False}
+                    for o in observed
+                    if o.api == name and o.state == "ready" and o.replica_id not in stopping and o.port
+                ],
+                "api_keys_sha256": self._api_keys.get(name, []),
+                "max_payload": serving.max_payload,
+                "request_timeout_s": serving.request_timeout,
+            }
+        return {"apis": apis}
+
+    async def _push_routes(self, observed: list[ReplicaObservation], stopping: set[str], now: float) -> None:
+        table = self.routes_table(observed, stopping)
+        stale = now - self._routes_pushed_s > ROUTES_REFRESH_S
+        if table == self._routes and not stale and self._gateway_generation == self.gateway.generation:
+            return
+        try:
+            await self.gateway.push_routes(table)
+        except httpx.HTTPError as exc:
+            log.warning("could not push routes to the gateway: %s", exc)
+            return
+        self._routes = table
+        self._routes_pushed_s = now
+        self._gateway_generation = self.gateway.generation
+
+    # metrics -------------------------------------------------------------------------------------------
+    async def _metrics_loop(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            generation = self.gateway.generation
+            try:
+                stats = await self.gateway.stats()
+            except httpx.HTTPError:
+                continue
+            if generation != self.gateway.generation:
+                continue
+            self.traffic.add(time.monotonic(), stats)

@@ -1,0 +1,155 @@
+"""Operator state in SQLite: deployed APIs, their revision history, events, and the processes it started.
+
+The store is the operator's memory across restarts: ``thrifty up`` after a crash reads it to restart
+(or adopt) what was deployed. Calls are synchronous; each is a single small statement in WAL mode.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from thrifty.spec import ApiSpec
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS apis (
+    name TEXT PRIMARY KEY,
+    spec TEXT NOT NULL,
+    revision TEXT NOT NULL,
+    created_s REAL NOT NULL,
+    updated_s REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS revisions (
+    api TEXT NOT NULL,
+    revision TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    created_s REAL NOT NULL,
+    PRIMARY KEY (api, revision)
+);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts_s REAL NOT NULL,
+    api TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    message TEXT NOT NULL,
+    data TEXT
+);
+CREATE INDEX IF NOT EXISTS events_api ON events (api, id);
+CREATE TABLE IF NOT EXISTS processes (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    api TEXT,
+    pid INTEGER NOT NULL,
+    started_s REAL NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True)
+class StoredApi:
+    spec: ApiSpec
+    created_s: float
+    updated_s: float
+
+
+@dataclass(frozen=True)
+class Event:
+    id: int
+    ts_s: float
+    api: str
+    kind: str
+    message: str
+    data: dict[str, Any] | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "ts": self.ts_s,
+            "api": self.api,
+            "kind": self.kind,
+            "message": self.message,
+            "data": self.data,
+        }
+
+
+class Store:
+    def __init__(self, path: Path) -> None:
+        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    # APIs -------------------------------------------------------------------------------------------
+    def put_api(self, spec: ApiSpec, now_s: float) -> None:
+        blob = orjson.dumps(spec.to_record()).decode()
+        self._db.execute(
+            "INSERT INTO apis (name, spec, revision, created_s, updated_s) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT(name) DO UPDATE SET spec=excluded.spec, revision=excluded.revision, "
+            "updated_s=excluded.updated_s",
+            (spec.name, blob, spec.revision, now_s, now_s),
+        )
+        self._db.execute(
+            "INSERT OR IGNORE INTO revisions (api, revision, spec, created_s) VALUES (?, ?, ?, ?)",
+            (spec.name, spec.revision, blob, now_s),
+        )
+
+    def delete_api(self, name: str) -> None:
+        self._db.execute("DELETE FROM apis WHERE name = ?", (name,))
+
+    def list_apis(self) -> list[StoredApi]:
+        rows = self._db.execute("SELECT spec, created_s, updated_s FROM apis ORDER BY name").fetchall()
+        return [StoredApi(ApiSpec.from_record(orjson.loads(s)), c, u) for s, c, u in rows]
+
+    def revisions(self, name: str) -> list[tuple[str, float]]:
+        rows = self._db.execute(
+            "SELECT revision, created_s FROM revisions WHERE api = ? ORDER BY created_s DESC", (name,)
+        ).fetchall()
+        return [(str(r), float(c)) for r, c in rows]
+
+    # events -----------------------------------------------------------------------------------------
+    def add_event(
+        self, api: str, kind: str, message: str, now_s: float, data: dict[str, Any] | None = None
+    ) -> None:
+        self._db.execute(
+            "INSERT INTO events (ts_s, api, kind, message, data) VALUES (?, ?, ?, ?, ?)",
+            (now_s, api, kind, message, orjson.dumps(data).decode() if data is not None else None),
+        )
+
+    def events(self, api: str | None = None, kind: str | None = None, limit: int = 50) -> list[Event]:
+        sql = "SELECT id, ts_s, api, kind, message, data FROM events"
+        where, args = [], []
+        if api is not None:
+            where.append("api = ?")
+            args.append(api)
+        if kind is not None:
+            where.append("kind = ?")
+            args.append(kind)
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY id DESC LIMIT ?"
+        rows = self._db.execute(sql, (*args, limit)).fetchall()
+        return [
+            Event(int(i), float(t), str(a), str(k), str(m), orjson.loads(d) if d else None)
+            for i, t, a, k, m, d in reversed(rows)
+        ]
+
+    # processes the operator started (for clean-up or adoption after a crash) --------------------------
+    def put_process(self, proc_id: str, kind: str, api: str | None, pid: int, now_s: float) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO processes (id, kind, api, pid, started_s) VALUES (?, ?, ?, ?, ?)",
+            (proc_id, kind, api, pid, now_s),
+        )
+
+    def delete_process(self, proc_id: str) -> None:
+        self._db.execute("DELETE FROM processes WHERE id = ?", (proc_id,))
+
+    def processes(self) -> list[tuple[str, str, str | None, int]]:
+        rows = self._db.execute("SELECT id, kind, api, pid FROM processes").fetchall()
+        return [(str(i), str(k), a, int(p)) for i, k, a, p in rows]

@@ -1,0 +1,112 @@
+"""Per-API traffic figures (requests/s, latency percentiles, in-flight) from successive gateway snapshots.
+
+The gateway keeps cumulative counters and a latency histogram per API; the operator samples them every
+second and keeps a short history, so rates and percentiles come from differences between two snapshots.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+RATE_WINDOW_S = 10.0
+LATENCY_WINDOW_S = 60.0
+HISTORY_S = 120.0
+
+
+def percentile_from_histogram(bounds_s: list[float], counts: list[int], q: float) -> float | None:
+    """Estimate a quantile from per-bucket counts (last bucket = +Inf), interpolating inside the bucket."""
+    total = sum(counts)
+    if total <= 0:
+        return None
+    rank = q * total
+    seen = 0
+    lower = 0.0
+    for i, count in enumerate(counts):
+        upper = bounds_s[i] if i < len(bounds_s) else (bounds_s[-1] if bounds_s else 0.0)
+        if count and seen + count >= rank:
+            if i >= len(bounds_s):
+                return upper
+            return lower + (upper - lower) * ((rank - seen) / count)
+        seen += count
+        lower = upper
+    return bounds_s[-1] if bounds_s else None
+
+
+@dataclass(frozen=True)
+class Sample:
+    t_s: float
+    apis: dict[str, Any]
+
+
+def _api(sample: Sample, name: str) -> dict[str, Any]:
+    api = sample.apis.get(name)
+    return api if isinstance(api, dict) else {}
+
+
+def _total(api: dict[str, Any]) -> int:
+    return sum(int(v) for v in api.get("requests", {}).values())
+
+
+class TrafficHistory:
+    def __init__(self) -> None:
+        self._samples: deque[Sample] = deque()
+
+    def add(self, t_s: float, stats: dict[str, Any]) -> None:
+        apis = stats.get("apis", {})
+        if self._samples and t_s < self._samples[-1].t_s:
+            self._samples.clear()
+        self._samples.append(Sample(t_s, apis if isinstance(apis, dict) else {}))
+        while self._samples and self._samples[0].t_s < t_s - HISTORY_S:
+            self._samples.popleft()
+
+    def reset(self) -> None:
+        """The gateway restarted: its counters started again from zero."""
+        self._samples.clear()
+
+    def _baseline(self, window_s: float) -> Sample | None:
+        if not self._samples:
+            return None
+        latest = self._samples[-1].t_s
+        for s in self._samples:
+            if s.t_s >= latest - window_s:
+                return s
+        return self._samples[0]
+
+    def summary(self, name: str) -> dict[str, Any]:
+        if not self._samples:
+            return {
+                "in_flight": 0,
+                "requests_per_s": 0.0,
+                "p50_ms": None,
+                "p99_ms": None,
+                "requests": {"2xx": 0, "4xx": 0, "5xx": 0},
+            }
+        last = self._samples[-1]
+        cur = _api(last, name)
+        rate_base = self._baseline(RATE_WINDOW_S)
+        rps = 0.0
+        if rate_base is not None and last.t_s > rate_base.t_s:
+            rps = max(0, _total(cur) - _total(_api(rate_base, name))) / (last.t_s - rate_base.t_s)
+        lat = cur.get("latency", {})
+        bounds = [float(b) for b in lat.get("bounds_s", [])]
+        counts = [int(c) for c in lat.get("counts", [])]
+        lat_base = self._baseline(LATENCY_WINDOW_S)
+        base_counts = (
+            [int(c) for c in _api(lat_base, name).get("latency", {}).get("counts", [])] if lat_base else []
+        )
+        window_counts = [c - (base_counts[i] if i < len(base_counts) else 0) for i, c in enumerate(counts)]
+        if sum(window_counts) <= 0:
+            window_counts = counts  # no traffic lately: show the figures since the gateway started
+        p50 = percentile_from_histogram(bounds, window_counts, 0.5)
+        p99 = percentile_from_histogram(bounds, window_counts, 0.99)
+        requests = cur.get("requests", {})
+        return {
+            "in_flight": int(cur.get("in_flight", 0)),
+            "requests_per_s": round(rps, 2),
+            "p50_ms": None if p50 is None else round(p50 * 1000, 3),
+            "p99_ms": None if p99 is None else round(p99 * 1000, 3),
+            "requests": {k: int(requests.get(k, 0)) for k in ("2xx", "4xx", "5xx")},
+            "replicas": cur.get("replicas", {}),
+        }

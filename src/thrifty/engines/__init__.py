@@ -1,0 +1,1 @@
+"""Where replicas run: the Engine protocol and its implementations (local subprocesses, fake)."""

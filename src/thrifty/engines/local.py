@@ -1,0 +1,143 @@
+"""The local engine: each replica is a subprocess on this machine, bound to a loopback port."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from thrifty.engines.base import ReplicaLaunch, ReplicaObservation
+from thrifty.engines.process import ChildProcess, child_env, python_module_args
+
+REPLICA_MODULE = "thrifty.dataplane.replica_main"
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = orjson.loads(path.read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _read_port(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+@dataclass
+class _Replica:
+    launch: ReplicaLaunch
+    proc: ChildProcess
+    run_dir: Path
+    started_s: float
+    port: int | None = None
+    ready: bool = False
+    stop_task: asyncio.Task[int] | None = None
+
+
+class LocalEngine:
+    def __init__(self, home: Path, *, host: str = "127.0.0.1", default_grace_s: float = 30.0) -> None:
+        self._home = home
+        self._host = host
+        self._grace_s = default_grace_s
+        self._replicas: dict[str, _Replica] = {}
+
+    def log_path(self, api: str, replica_id: str) -> Path:
+        return self._home / "logs" / api / f"{replica_id}.log"
+
+    async def start_replica(self, launch: ReplicaLaunch) -> None:
+        run_dir = self._home / "run" / "replicas" / launch.replica_id
+        run_dir.mkdir(parents=True, exist_ok=True)
+        spec_file = run_dir / "spec.json"
+        spec_file.write_bytes(orjson.dumps(launch.config))
+        for stale in ("port", "status.json"):
+            (run_dir / stale).unlink(missing_ok=True)
+        args = python_module_args(
+            REPLICA_MODULE,
+            "--spec", str(spec_file),
+            "--project-dir", launch.project_dir,
+            "--replica-id", launch.replica_id,
+            "--host", self._host,
+            "--port", "0",
+            "--port-file", str(run_dir / "port"),
+            "--status-file", str(run_dir / "status.json"),
+            "--grace-s", str(self._grace_s),
+        )  # fmt: skip
+        env = child_env({**launch.env, "THRIFTY_API": launch.api, "THRIFTY_REPLICA_ID": launch.replica_id})
+        proc = ChildProcess(
+            args, log_path=self.log_path(launch.api, launch.replica_id), env=env, cwd=launch.project_dir
+        )
+        self._replicas[launch.replica_id] = _Replica(launch, proc, run_dir, time.time())
+
+    async def stop_replica(self, replica_id: str, grace_s: float) -> None:
+        rep = self._replicas.get(replica_id)
+        if rep is None or rep.stop_task is not None:
+            return
+        rep.stop_task = asyncio.create_task(rep.proc.stop(grace_s))
+
+    def observe(self) -> list[ReplicaObservation]:
+        out: list[ReplicaObservation] = []
+        for rid, rep in list(self._replicas.items()):
+            code = rep.proc.poll()
+            if code is not None and rep.proc.stop_requested:
+                self._cleanup(rid)  # asked to stop and did: nothing left to report
+                continue
+            if rep.port is None:
+                rep.port = _read_port(rep.run_dir / "port")
+            status = None
+            if not rep.ready or code is not None:
+                status = _read_json(rep.run_dir / "status.json")
+                if status is not None and status.get("ready"):
+                    rep.ready = True
+            base = ReplicaObservation(
+                replica_id=rid,
+                api=rep.launch.api,
+                revision=rep.launch.revision,
+                state="starting",
+                started_s=rep.started_s,
+                host=self._host,
+                port=rep.port,
+                pid=rep.proc.pid,
+                log_path=str(rep.proc.log_path),
+            )
+            if code is not None:
+                error = status if status is not None and "error" in status else None
+                out.append(replace(base, state="exited", exit_code=code, error=error))
+            elif rep.proc.stop_requested:
+                out.append(replace(base, state="stopping"))
+            elif rep.ready and rep.port is not None:
+                out.append(replace(base, state="ready"))
+            else:
+                out.append(base)
+        return out
+
+    def forget(self, replica_id: str) -> None:
+        self._cleanup(replica_id)
+
+    def _cleanup(self, replica_id: str) -> None:
+        rep = self._replicas.pop(replica_id, None)
+        if rep is None:
+            return
+        for name in ("port", "status.json", "spec.json"):
+            (rep.run_dir / name).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            rep.run_dir.rmdir()
+
+    def pids(self) -> dict[str, int]:
+        return {rid: rep.proc.pid for rid, rep in self._replicas.items()}
+
+    async def close(self, grace_s: float) -> None:
+        for rid in list(self._replicas):
+            await self.stop_replica(rid, grace_s)
+        tasks = [rep.stop_task for rep in self._replicas.values() if rep.stop_task is not None]
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        self.observe()

@@ -1,0 +1,1 @@
+"""Pure decision functions: (config, observed snapshot, prior state, now) -> (decision, new state, reason)."""

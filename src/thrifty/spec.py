@@ -1,0 +1,58 @@
+"""Resolved desired state of a deployed API.
+
+A deploy turns (project folder, ApiConfig) into an :class:`ApiSpec`. Two content hashes decide what a
+redeploy does: ``revision`` covers everything a replica process depends on (project files, predictor,
+compute, serving, models), so a new revision means a rolling restart; ``routing_hash`` covers what
+applies in place (autoscaling, update strategy, API keys).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from thrifty.config.schema import ApiConfig
+
+_RESTART_FIELDS = ("predictor", "compute", "serving", "models")
+
+
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+@dataclass(frozen=True)
+class ApiSpec:
+    name: str
+    config: ApiConfig
+    project_hash: str
+    project_dir: str
+
+    @property
+    def revision(self) -> str:
+        """Changes exactly when replicas must be restarted."""
+        dumped = self.config.model_dump(mode="json", by_alias=True)
+        return _digest([self.project_hash, {k: dumped[k] for k in _RESTART_FIELDS}])[:12]
+
+    @property
+    def config_json(self) -> dict[str, Any]:
+        return self.config.model_dump(mode="json", by_alias=True)
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "config": self.config_json,
+            "project_hash": self.project_hash,
+            "project_dir": self.project_dir,
+        }
+
+    @classmethod
+    def from_record(cls, rec: dict[str, Any]) -> ApiSpec:
+        return cls(
+            name=rec["name"],
+            config=ApiConfig.model_validate(rec["config"]),
+            project_hash=rec["project_hash"],
+            project_dir=rec["project_dir"],
+        )
