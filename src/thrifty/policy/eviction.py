@@ -1,0 +1,147 @@
+"""Which cached entries to evict so that one more item fits a cache's budget.
+
+Pure: the caller passes what the cache holds (key, bytes, last use, pins), the budget (a count, a byte
+total, or both) and the size of the item it wants to add; it gets back the keys to evict first, or a
+refusal, with a reason record holding every input and intermediate value. The same function decides for
+the memory and the disk tier of the model cache and for the cost simulator.
+
+Rules:
+
+- Least recently used first (smallest ``last_used``); ties keep the order of ``entries``, so a caller that
+  lists entries oldest first gets exact LRU even with a clock that does not advance.
+- A pinned entry (``pins > 0``: in use by a request, or still being loaded) is never chosen.
+- Eviction is all or nothing: when the unpinned entries cannot free enough, nothing is evicted and the
+  verdict says why, so the caller can wait for an unpin instead of throwing away warm entries for no gain.
+- An item larger than the byte budget on its own can never fit (verdict ``too_large``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+
+class Verdict(StrEnum):
+    FITS = "fits"  # room already, nothing to evict
+    EVICT = "evict"  # fits after evicting ``EvictionDecision.evict``
+    BLOCKED_BY_PINS = "blocked_by_pins"  # would fit if pinned entries were released
+    TOO_LARGE = "too_large"  # never fits, whatever is evicted
+
+
+@dataclass(frozen=True, slots=True)
+class CacheEntry:
+    key: str
+    size_bytes: int
+    last_used: float
+    pins: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class CacheBudget:
+    """``None`` means unbounded in that dimension; both ``None`` means no limit at all."""
+
+    max_count: int | None = None
+    max_bytes: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EvictionReason:
+    verdict: Verdict
+    incoming_bytes: int
+    max_count: int | None
+    max_bytes: int | None
+    count_before: int
+    bytes_before: int
+    pinned_count: int
+    pinned_bytes: int
+    need_count: int  # entries that had to go for the count budget
+    need_bytes: int  # bytes that had to be freed for the byte budget
+    evicted: tuple[str, ...]
+    count_after: int  # including the incoming item
+    bytes_after: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "verdict": self.verdict.value,
+            "incoming_bytes": self.incoming_bytes,
+            "max_count": self.max_count,
+            "max_bytes": self.max_bytes,
+            "count_before": self.count_before,
+            "bytes_before": self.bytes_before,
+            "pinned_count": self.pinned_count,
+            "pinned_bytes": self.pinned_bytes,
+            "need_count": self.need_count,
+            "need_bytes": self.need_bytes,
+            "evicted": list(self.evicted),
+            "count_after": self.count_after,
+            "bytes_after": self.bytes_after,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class EvictionDecision:
+    verdict: Verdict
+    evict: tuple[str, ...]
+    reason: EvictionReason
+
+    @property
+    def fits(self) -> bool:
+        return self.verdict in (Verdict.FITS, Verdict.EVICT)
+
+
+def plan_eviction(entries: Sequence[CacheEntry], budget: CacheBudget, incoming_bytes: int) -> EvictionDecision:
+    """Keys to evict (LRU first, never pinned) so that an item of ``incoming_bytes`` fits ``budget``.
+
+    ``entries`` must not contain the incoming item itself.
+    """
+    count_before = len(entries)
+    bytes_before = sum(e.size_bytes for e in entries)
+    pinned = [e for e in entries if e.pins > 0]
+    pinned_bytes = sum(e.size_bytes for e in pinned)
+    need_count = 0 if budget.max_count is None else max(0, count_before + 1 - budget.max_count)
+    need_bytes = 0 if budget.max_bytes is None else max(0, bytes_before + incoming_bytes - budget.max_bytes)
+
+    def decide(verdict: Verdict, evicted: tuple[str, ...]) -> EvictionDecision:
+        freed = sum(e.size_bytes for e in entries if e.key in evicted) if evicted else 0
+        admitted = verdict in (Verdict.FITS, Verdict.EVICT)
+        reason = EvictionReason(
+            verdict=verdict,
+            incoming_bytes=incoming_bytes,
+            max_count=budget.max_count,
+            max_bytes=budget.max_bytes,
+            count_before=count_before,
+            bytes_before=bytes_before,
+            pinned_count=len(pinned),
+            pinned_bytes=pinned_bytes,
+            need_count=need_count,
+            need_bytes=need_bytes,
+            evicted=evicted,
+            count_after=count_before - len(evicted) + (1 if admitted else 0),
+            bytes_after=bytes_before - freed + (incoming_bytes if admitted else 0),
+        )
+        return EvictionDecision(verdict=verdict, evict=evicted, reason=reason)
+
+    too_large = (budget.max_bytes is not None and incoming_bytes > budget.max_bytes) or (
+        budget.max_count is not None and budget.max_count < 1
+    )
+    if too_large:
+        return decide(Verdict.TOO_LARGE, ())
+    if need_count == 0 and need_bytes == 0:
+        return decide(Verdict.FITS, ())
+
+    # sorted() is stable: equal last_used keeps the caller's (oldest first) order.
+    candidates = sorted((e for e in entries if e.pins == 0), key=lambda e: e.last_used)
+    chosen: list[str] = []
+    freed_count = 0
+    freed_bytes = 0
+    for entry in candidates:
+        if freed_count >= need_count and freed_bytes >= need_bytes:
+            break
+        chosen.append(entry.key)
+        freed_count += 1
+        freed_bytes += entry.size_bytes
+    if freed_count >= need_count and freed_bytes >= need_bytes:
+        return decide(Verdict.EVICT, tuple(chosen))
+    return decide(Verdict.BLOCKED_BY_PINS, ())
