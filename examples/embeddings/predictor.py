@@ -36,9 +36,7 @@ class EmbeddingsPredictor:
 
     def embed(self, texts_per_request: list[list[str]]) -> list[dict[str, Any]]:
         vectors = iter(self.encode([text for texts in texts_per_request for text in texts]))
-        return [
-            {"embeddings": [next(vectors) for _ in texts], "dim": self.dim} for texts in texts_per_request
-        ]
+        return [{"embeddings": [next(vectors) for _ in texts], "dim": self.dim} for texts in texts_per_request]
 
     def encode(self, texts: list[str]) -> list[list[float]]:
         # The model ends in a Normalize layer: every vector has length 1, so a dot product is the cosine.
@@ -51,9 +49,7 @@ def texts_of(payload: Any, where: str, max_texts: int) -> list[str]:
         return [payload["text"]]
     texts = payload.get("texts") if isinstance(payload, dict) else None
     if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
-        raise ValueError(
-            f'{where}: expected {{"text": "..."}} or {{"texts": ["...", ...]}} (a non-empty list)'
-        )
+        raise ValueError(f'{where}: expected {{"text": "..."}} or {{"texts": ["...", ...]}} (a non-empty list)')
     if len(texts) > max_texts:
         raise ValueError(f"{where}: {len(texts)} texts; at most {max_texts} per request")
     return texts
