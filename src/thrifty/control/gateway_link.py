@@ -64,9 +64,7 @@ class GatewayLink:
                 pass
             if loop.time() > deadline:
                 self.proc.kill()
-                raise GatewayStartError(
-                    f"the gateway did not start within {timeout_s:.0f}s; see {self._log_path}"
-                )
+                raise GatewayStartError(f"the gateway did not start within {timeout_s:.0f}s; see {self._log_path}")
             await asyncio.sleep(0.05)
         self.port = int(info["port"])
         self.admin_port = int(info["admin_port"])

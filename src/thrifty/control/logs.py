@@ -55,7 +55,5 @@ def read_logs(api_dir: Path, cursor: dict[str, int] | None, tail_lines: int) -> 
         complete = data[: data.rfind(b"\n") + 1]  # hold back a partial last line until it is finished
         new_cursor[path.name] = start + len(complete)
         replica = path.stem
-        lines.extend(
-            {"replica": replica, "line": ln} for ln in complete.decode(errors="replace").splitlines()
-        )
+        lines.extend({"replica": replica, "line": ln} for ln in complete.decode(errors="replace").splitlines())
     return {"lines": lines, "cursor": new_cursor}

@@ -97,6 +97,7 @@ class Operator:
         self._gateway_generation = 0
         self._wake = asyncio.Event()
         self._api_keys: dict[str, list[str]] = {}
+        self._recorded: set[str] = set()
 
     # lifecycle ---------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -159,9 +160,7 @@ class Operator:
                 action = "updated" if current.spec.revision != spec.revision else "config updated in place"
                 current.spec = spec
                 current.updated_s = now
-                current.desired = min(
-                    max(current.desired, api.autoscaling.min_replicas), api.autoscaling.max_replicas
-                )
+                current.desired = min(max(current.desired, api.autoscaling.min_replicas), api.autoscaling.max_replicas)
                 if action == "updated":
                     current.last_error = None
             self._api_keys[api.name] = keys[api.name]
@@ -285,12 +284,24 @@ class Operator:
         stops.extend(o.replica_id for o in observed if o.api not in self.apis and o.state != "stopping")
 
         self.observed = observed
+        self._record_processes(observed)
         await self._push_routes(observed, set(stops), now)
         for rid in stops:
             await self.engine.stop_replica(rid, self.stop_grace_s)
         for launch in starts:
             await self.engine.start_replica(launch)
             self.store.add_event(launch.api, "replica", f"starting {launch.replica_id}", now)
+
+    def _record_processes(self, observed: list[ReplicaObservation]) -> None:
+        """Keep the pids of running replicas in the store, so a later operator can clean up after a crash."""
+        seen = {o.replica_id for o in observed}
+        for o in observed:
+            if o.replica_id not in self._recorded and o.pid is not None:
+                self.store.put_process(o.replica_id, "replica", o.api, o.pid, self.clock())
+                self._recorded.add(o.replica_id)
+        for rid in self._recorded - seen:
+            self.store.delete_process(rid)
+        self._recorded &= seen
 
     def _launch(self, rt: ApiRuntime) -> ReplicaLaunch:
         spec = rt.spec

@@ -114,9 +114,7 @@ class Store:
         return [(str(r), float(c)) for r, c in rows]
 
     # events -----------------------------------------------------------------------------------------
-    def add_event(
-        self, api: str, kind: str, message: str, now_s: float, data: dict[str, Any] | None = None
-    ) -> None:
+    def add_event(self, api: str, kind: str, message: str, now_s: float, data: dict[str, Any] | None = None) -> None:
         self._db.execute(
             "INSERT INTO events (ts_s, api, kind, message, data) VALUES (?, ?, ?, ?, ?)",
             (now_s, api, kind, message, orjson.dumps(data).decode() if data is not None else None),

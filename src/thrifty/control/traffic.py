@@ -93,9 +93,7 @@ class TrafficHistory:
         bounds = [float(b) for b in lat.get("bounds_s", [])]
         counts = [int(c) for c in lat.get("counts", [])]
         lat_base = self._baseline(LATENCY_WINDOW_S)
-        base_counts = (
-            [int(c) for c in _api(lat_base, name).get("latency", {}).get("counts", [])] if lat_base else []
-        )
+        base_counts = [int(c) for c in _api(lat_base, name).get("latency", {}).get("counts", [])] if lat_base else []
         window_counts = [c - (base_counts[i] if i < len(base_counts) else 0) for i, c in enumerate(counts)]
         if sum(window_counts) <= 0:
             window_counts = counts  # no traffic lately: show the figures since the gateway started

@@ -1,0 +1,1 @@
+"""The `thrifty` command. Only this package exits the process."""

@@ -1,0 +1,174 @@
+"""Verbs on APIs: deploy, get, predict, logs, events, refresh, delete."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+import orjson
+
+from thrifty.cli.output import age, api_detail, api_rows, print_json, table
+from thrifty.client import Client
+from thrifty.errors import ConfigError
+
+OUTPUT = click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table", help="Output format.")
+
+
+def client_of(ctx: click.Context) -> Client:
+    return Client(ctx.obj.get("home"))
+
+
+def progress_printer(quiet: bool) -> Any:
+    last: dict[str, str] = {}
+
+    def show(apis: list[dict[str, Any]]) -> None:
+        for a in apis:
+            reps = a["replicas"]
+            line = f"{a['name']}: {a['status']} ({reps['ready']}/{reps['requested']} replicas ready)"
+            if not quiet and last.get(a["name"]) != line:
+                click.echo(line, err=True)
+                last[a["name"]] = line
+
+    return show
+
+
+@click.command()
+@click.argument("path", default=".", type=click.Path())
+@click.option("--wait/--no-wait", default=True, help="Wait until the APIs are live (default) or return at once.")
+@click.option("--timeout", "timeout_s", default=300.0, show_default=True, help="Seconds to wait for live.")
+@OUTPUT
+@click.pass_context
+def deploy(ctx: click.Context, path: str, wait: bool, timeout_s: float, output: str) -> None:
+    """Deploy the project folder (or config file) at PATH: its APIs start or roll to the new revision."""
+    client = client_of(ctx)
+    result = client.deploy(path, wait=wait, timeout_s=timeout_s, on_progress=progress_printer(output == "json"))
+    if output == "json":
+        print_json(result)
+        return
+    for a in result["apis"]:
+        if "action" in a:
+            click.echo(f"{a['name']}: {a['action']}")
+        else:
+            click.echo(f"{a['name']}: {a['status']} at {client.gateway_url}/{a['name']}")
+
+
+@click.command()
+@click.argument("name", required=False)
+@click.option("-w", "--watch", is_flag=True, help="Refresh every 2 seconds.")
+@OUTPUT
+@click.pass_context
+def get(ctx: click.Context, name: str | None, watch: bool, output: str) -> None:
+    """List the APIs, or show one API with its endpoint and replicas."""
+    client = client_of(ctx)
+    while True:
+        data: Any = client.get(name) if name else client.list_apis()
+        if output == "json":
+            print_json(data)
+        elif name:
+            click.echo(api_detail(data))
+        else:
+            click.echo(api_rows(data) if data else "no APIs are deployed (use `thrifty deploy`)")
+        if not watch:
+            return
+        time.sleep(2)
+        click.clear()
+
+
+@click.command()
+@click.argument("name")
+@click.argument("payload_file", required=False, type=click.Path(allow_dash=True))
+@click.option("-d", "--data", help="Payload as a JSON string instead of a file.")
+@click.option("-m", "--model", help="Model name (multi-model APIs).")
+@click.option("-v", "--version", "model_version", type=int, help="Model version (default: latest).")
+@click.option("-k", "--api-key", envvar="THRIFTY_API_KEY", help="API key, if the API requires one.")
+@click.pass_context
+def predict(
+    ctx: click.Context,
+    name: str,
+    payload_file: str | None,
+    data: str | None,
+    model: str | None,
+    model_version: int | None,
+    api_key: str | None,
+) -> None:
+    """Send a prediction to API NAME: the JSON in PAYLOAD_FILE ('-' for stdin) or --data."""
+    if data is not None:
+        raw = data.encode()
+    elif payload_file == "-":
+        raw = sys.stdin.buffer.read()
+    elif payload_file:
+        try:
+            raw = Path(payload_file).read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"{payload_file}: cannot read: {exc.strerror}") from None
+    else:
+        raise click.UsageError("give a PAYLOAD_FILE or --data")
+    try:
+        orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ConfigError(f"{payload_file or '--data'}: not valid JSON: {exc}") from None
+    result = client_of(ctx).predict(name, None, raw=raw, model=model, version=model_version, api_key=api_key)
+    if isinstance(result, bytes):
+        sys.stdout.buffer.write(result)
+    elif isinstance(result, str):
+        click.echo(result)
+    else:
+        print_json(result)
+
+
+@click.command()
+@click.argument("name")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines.")
+@click.option("--tail", default=100, show_default=True, help="Lines of each replica's log to start with.")
+@click.pass_context
+def logs(ctx: click.Context, name: str, follow: bool, tail: int) -> None:
+    """Print the logs of API NAME's replicas."""
+    for entry in client_of(ctx).logs(name, follow=follow, tail=tail):
+        click.echo(f"[{entry['replica']}] {entry['line']}")
+
+
+@click.command()
+@click.argument("name")
+@click.option("--kind", help="Only events of this kind (deploy, status, replica, replica_exited, scaling, ...).")
+@click.option("--limit", default=50, show_default=True)
+@OUTPUT
+@click.pass_context
+def events(ctx: click.Context, name: str, kind: str | None, limit: int, output: str) -> None:
+    """Recent events of API NAME (deploys, status changes, replica exits, scaling decisions)."""
+    evs = client_of(ctx).events(name, kind=kind, limit=limit)
+    if output == "json":
+        print_json(evs)
+        return
+    click.echo(table(["AGE", "KIND", "MESSAGE"], [[age(e["ts"]), e["kind"], e["message"]] for e in evs]))
+
+
+@click.command()
+@click.argument("name")
+@OUTPUT
+@click.pass_context
+def refresh(ctx: click.Context, name: str, output: str) -> None:
+    """Rolling restart of API NAME's replicas."""
+    result = client_of(ctx).refresh(name)
+    if output == "json":
+        print_json(result)
+    else:
+        click.echo(f"{name}: rolling restart to revision {result['revision']}")
+
+
+@click.command()
+@click.argument("name")
+@OUTPUT
+@click.pass_context
+def delete(ctx: click.Context, name: str, output: str) -> None:
+    """Delete API NAME; its replicas finish their in-flight requests and stop."""
+    result = client_of(ctx).delete(name)
+    if output == "json":
+        print_json(result)
+    else:
+        click.echo(f"{name}: deleted")
+
+
+COMMANDS = [deploy, get, predict, logs, events, refresh, delete]

@@ -1,0 +1,87 @@
+"""Rendering for the CLI: aligned tables, ages, JSON."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import click
+import orjson
+
+
+def print_json(obj: Any) -> None:
+    click.echo(orjson.dumps(obj, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY).decode())
+
+
+def table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [len(h) for h in headers]
+    for row in rows:
+        widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    return "\n".join(lines)
+
+
+def age(ts: float | None, now: float | None = None) -> str:
+    if not ts:
+        return "-"
+    secs = max(0, int((now if now is not None else time.time()) - ts))
+    if secs < 60:
+        return f"{secs}s ago"
+    if secs < 3600:
+        return f"{secs // 60}m{secs % 60:02d}s ago"
+    if secs < 86400:
+        return f"{secs // 3600}h{(secs % 3600) // 60:02d}m ago"
+    return f"{secs // 86400}d ago"
+
+
+def ms(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.2f}ms" if value < 10 else f"{value:.0f}ms"
+
+
+def api_rows(apis: list[dict[str, Any]]) -> str:
+    headers = ["API", "STATUS", "REPLICAS", "IN-FLIGHT", "REQ/S", "P50", "P99", "2XX", "4XX", "5XX", "LAST UPDATE"]
+    rows = []
+    for a in apis:
+        reps = a["replicas"]
+        req = a["requests"]
+        rows.append(
+            [
+                a["name"],
+                a["status"],
+                f"{reps['ready']}/{reps['requested']}",
+                str(a["in_flight"]),
+                f"{a['requests_per_s']:g}",
+                ms(a["p50_ms"]),
+                ms(a["p99_ms"]),
+                str(req["2xx"]),
+                str(req["4xx"]),
+                str(req["5xx"]),
+                age(a["last_update"]),
+            ]
+        )
+    return table(headers, rows)
+
+
+def api_detail(a: dict[str, Any]) -> str:
+    out = [api_rows([a]), "", f"endpoint: {a['endpoint']}", f"revision: {a['revision']}"]
+    err = a.get("error")
+    if err:
+        out += ["", f"error: {err.get('message')}"]
+        if err.get("log"):
+            out.append(f"  log: {err['log']}")
+    reps = a.get("replica_list", [])
+    if reps:
+        rows = [
+            [r["id"], r["state"], r["revision"], str(r["port"] or "-"), str(r["pid"] or "-"), str(r["in_flight"]),
+             age(r["started"])]
+            for r in reps
+        ]  # fmt: skip
+        out += ["", table(["REPLICA", "STATE", "REVISION", "PORT", "PID", "IN-FLIGHT", "STARTED"], rows)]
+    events = a.get("events", [])
+    if events:
+        out += ["", "recent events:"]
+        out += [f"  {age(e['ts'])}  {e['kind']}: {e['message']}" for e in events]
+    return "\n".join(out)

@@ -1,0 +1,92 @@
+"""`thrifty up`, `down` and `run`: the local platform's lifecycle."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import click
+
+from thrifty.cli.apis import progress_printer
+from thrifty.client import Client
+from thrifty.control import launcher
+from thrifty.control.home import Home, default_home
+from thrifty.errors import ThriftyError
+
+HOST = click.option("--host", default="127.0.0.1", show_default=True, help="Address the gateway listens on.")
+PORT = click.option("--port", default=8888, show_default=True, help="Port the gateway listens on.")
+
+
+def home_of(ctx: click.Context) -> Home:
+    home = ctx.obj.get("home")
+    return Home(default_home() if home is None else Path(home))
+
+
+@click.command()
+@HOST
+@PORT
+@click.pass_context
+def up(ctx: click.Context, host: str, port: int) -> None:
+    """Start the local platform (operator + gateway) in the background."""
+    home = home_of(ctx)
+    launcher.start(home, host=host, port=port, detach=True)
+    with Client(home.root) as client:
+        click.echo(f"thrifty is up: gateway {client.gateway_url}, state in {home.root}")
+
+
+@click.command()
+@click.pass_context
+def down(ctx: click.Context) -> None:
+    """Stop the local platform: replicas finish their in-flight requests, then everything exits."""
+    home = home_of(ctx)
+    if launcher.stop(home):
+        click.echo("thrifty is down")
+    else:
+        click.echo(f"no thrifty platform was running for {home.root}")
+
+
+@click.command()
+@click.argument("path", default=".", type=click.Path())
+@HOST
+@PORT
+@click.pass_context
+def run(ctx: click.Context, path: str, host: str, port: int) -> None:
+    """Run the platform in the foreground, deploy PATH and stream its logs; Ctrl-C drains and stops."""
+    home = home_of(ctx)
+    Client.validate(path)  # fail before starting anything
+    proc = launcher.start(home, host=host, port=port, detach=False)
+    try:
+        with Client(home.root) as client:
+            result = client.deploy(path, wait=True, on_progress=progress_printer(False))
+            for a in result["apis"]:
+                click.echo(f"{a['name']}: {a['status']} at {client.gateway_url}/{a['name']}")
+            click.echo("streaming logs; Ctrl-C to stop", err=True)
+            cursors: dict[str, dict[str, int] | None] = {a["name"]: None for a in result["apis"]}
+            while proc.poll() is None:
+                for name, cursor in cursors.items():
+                    out = client.read_logs(name, cursor=cursor, tail=0)
+                    cursors[name] = out["cursor"]
+                    for entry in out["lines"]:
+                        click.echo(f"[{name}/{entry['replica']}] {entry['line']}")
+                time.sleep(0.3)
+    except KeyboardInterrupt:
+        click.echo("\nstopping: draining in-flight requests...", err=True)
+    except ThriftyError:
+        _stop_child(proc)
+        raise
+    _stop_child(proc)
+    click.echo("stopped", err=True)
+
+
+def _stop_child(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+    with contextlib.suppress(KeyboardInterrupt):
+        proc.wait(timeout=90)
+
+
+COMMANDS = [up, down, run]

@@ -1,0 +1,240 @@
+"""Python client for a running thrifty platform. The CLI is built on it; every CLI verb is a method here.
+
+from thrifty import Client
+client = Client()                      # finds the local platform through $THRIFTY_HOME
+client.deploy("examples/iris", wait=True)
+client.predict("iris", {"sepal_length": 5.1, ...})
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+
+from thrifty.config.loader import load_config
+from thrifty.config.schema import ProjectConfig
+from thrifty.control.home import Home, default_home
+from thrifty.errors import (
+    ConfigError,
+    DeployFailedError,
+    PlatformNotRunningError,
+    RequestError,
+    TimeoutExceededError,
+    error_from_dict,
+)
+from thrifty.project_archive import pack
+
+
+def read_operator_file(home: Home) -> dict[str, Any] | None:
+    try:
+        data = orjson.loads(home.operator_file.read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+class Client:
+    def __init__(self, home: str | Path | None = None, *, timeout_s: float = 60.0) -> None:
+        self.home = Home(Path(home) if home is not None else default_home())
+        self.timeout_s = timeout_s
+        self._admin: httpx.Client | None = None
+        self._gateway: httpx.Client | None = None
+        self._info: dict[str, Any] | None = None
+
+    # connection ------------------------------------------------------------------------------------
+    def _connect(self) -> httpx.Client:
+        if self._admin is not None:
+            return self._admin
+        info = read_operator_file(self.home)
+        token = self.home.read_token()
+        if info is None or token is None:
+            raise PlatformNotRunningError(
+                f"no thrifty platform is running for {self.home.root} (start one with `thrifty up`)"
+            )
+        self._info = info
+        self._admin = httpx.Client(
+            base_url=f"http://127.0.0.1:{info['admin_port']}",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=self.timeout_s,
+        )
+        return self._admin
+
+    @property
+    def gateway_url(self) -> str:
+        self._connect()
+        assert self._info is not None  # set by _connect
+        return f"http://{self._info['gateway_host']}:{self._info['gateway_port']}"
+
+    def close(self) -> None:
+        for c in (self._admin, self._gateway):
+            if c is not None:
+                c.close()
+        self._admin = self._gateway = None
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        client = self._connect()
+        try:
+            resp = client.request(method, path, **kwargs)
+        except httpx.ConnectError:
+            self.close()
+            raise PlatformNotRunningError(
+                f"the thrifty platform of {self.home.root} does not answer (stopped or crashed?); "
+                "start it with `thrifty up`"
+            ) from None
+        except httpx.TimeoutException:
+            raise TimeoutExceededError(f"the operator did not answer {method} {path} in {self.timeout_s}s") from None
+        body = orjson.loads(resp.content) if resp.content else {}
+        if resp.status_code >= 400:
+            raise error_from_dict(body if isinstance(body, dict) else {"message": resp.text})
+        return body
+
+    # platform --------------------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        return dict(self._call("GET", "/v1/status"))
+
+    def shutdown(self) -> None:
+        self._call("POST", "/v1/shutdown")
+
+    # APIs ------------------------------------------------------------------------------------------
+    @staticmethod
+    def validate(path: str | Path = ".") -> tuple[Path, ProjectConfig]:
+        """Validate a project's thrifty.yaml locally (raises ConfigError with every problem)."""
+        return load_config(path)
+
+    def deploy(
+        self,
+        path: str | Path = ".",
+        *,
+        wait: bool = False,
+        timeout_s: float = 300.0,
+        on_progress: Callable[[list[dict[str, Any]]], None] | None = None,
+    ) -> dict[str, Any]:
+        """Validate locally, upload the project folder, and (with ``wait``) block until its APIs are live."""
+        config_file, config = load_config(path)
+        root = config_file.parent
+        for i, api in enumerate(config.apis):
+            if not (root / api.predictor.path).is_file():
+                raise ConfigError(
+                    f"{config_file}: apis[{i}].predictor.path = {api.predictor.path!r}: no such file in {root}"
+                )
+        result = dict(self._call("POST", "/v1/deploy", params={"config": config_file.name}, content=pack(root)))
+        if wait:
+            result["apis"] = self.wait(
+                [a["name"] for a in result["apis"]], timeout_s=timeout_s, on_progress=on_progress
+            )
+        return result
+
+    def wait(
+        self,
+        names: list[str],
+        *,
+        timeout_s: float = 300.0,
+        on_progress: Callable[[list[dict[str, Any]]], None] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Poll until every named API is live; raise DeployFailedError when one reports an error."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            apis = [self.get(n) for n in names]
+            if on_progress is not None:
+                on_progress(apis)
+            failed = [a for a in apis if a["status"] == "error"]
+            if failed:
+                lines = []
+                for a in failed:
+                    err = a.get("error") or {}
+                    lines.append(f"{a['name']}: {err.get('message', 'failed')}")
+                    if err.get("log"):
+                        lines.append(f"  log: {err['log']}")
+                raise DeployFailedError("\n".join(lines), details={"apis": failed})
+            if all(a["status"] in ("live", "scaled to zero") for a in apis):
+                return apis
+            if time.monotonic() > deadline:
+                raise TimeoutExceededError(
+                    f"not live after {timeout_s:.0f}s: "
+                    + ", ".join(f"{a['name']} ({a['status']})" for a in apis if a["status"] != "live")
+                )
+            time.sleep(0.25)
+
+    def list_apis(self) -> list[dict[str, Any]]:
+        return list(self._call("GET", "/v1/apis")["apis"])
+
+    def get(self, name: str) -> dict[str, Any]:
+        return dict(self._call("GET", f"/v1/apis/{name}"))
+
+    def delete(self, name: str) -> dict[str, Any]:
+        return dict(self._call("DELETE", f"/v1/apis/{name}"))
+
+    def refresh(self, name: str) -> dict[str, Any]:
+        return dict(self._call("POST", f"/v1/apis/{name}/refresh"))
+
+    def events(self, name: str, *, kind: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        params: dict[str, Any] = {"limit": limit}
+        if kind:
+            params["kind"] = kind
+        return list(self._call("GET", f"/v1/apis/{name}/events", params=params)["events"])
+
+    def read_logs(self, name: str, *, cursor: dict[str, int] | None = None, tail: int = 100) -> dict[str, Any]:
+        """One read: {"lines": [{"replica", "line"}], "cursor": ...}; pass the cursor back to get only new lines."""
+        params: dict[str, Any] = {"tail": tail}
+        if cursor is not None:
+            params["cursor"] = orjson.dumps(cursor).decode()
+        return dict(self._call("GET", f"/v1/apis/{name}/logs", params=params))
+
+    def logs(
+        self, name: str, *, follow: bool = False, tail: int = 100, poll_s: float = 0.5
+    ) -> Iterator[dict[str, str]]:
+        """Yield {"replica", "line"} dicts: the last ``tail`` lines, then (with ``follow``) new ones as they come."""
+        cursor: dict[str, int] | None = None
+        while True:
+            out = self.read_logs(name, cursor=cursor, tail=tail)
+            yield from out["lines"]
+            cursor = out["cursor"]
+            if not follow:
+                return
+            time.sleep(poll_s)
+
+    # predictions -----------------------------------------------------------------------------------
+    def predict(
+        self,
+        name: str,
+        payload: Any,
+        *,
+        model: str | None = None,
+        version: int | None = None,
+        api_key: str | None = None,
+        raw: bytes | None = None,
+        content_type: str = "application/json",
+    ) -> Any:
+        """Send one prediction through the gateway; returns parsed JSON (or text/bytes)."""
+        if self._gateway is None:
+            self._gateway = httpx.Client(base_url=self.gateway_url, timeout=self.timeout_s)
+        path = f"/{name}" + (f"/{model}" if model else "") + (f"/{version}" if version is not None else "")
+        headers = {"Content-Type": content_type}
+        if api_key:
+            headers["Authorization"] = f"Bearer {api_key}"
+        body = raw if raw is not None else orjson.dumps(payload)
+        resp = self._gateway.post(path, content=body, headers=headers)
+        ctype = resp.headers.get("content-type", "")
+        parsed: Any = (
+            orjson.loads(resp.content)
+            if "json" in ctype and resp.content
+            else (resp.text if ctype.startswith("text/") else resp.content)
+        )
+        if resp.status_code >= 400:
+            message = parsed.get("message", resp.text) if isinstance(parsed, dict) else str(parsed)
+            raise RequestError(
+                f"{name}: HTTP {resp.status_code}: {message}",
+                details={"status": resp.status_code, "body": parsed},
+            )
+        return parsed

@@ -1,0 +1,133 @@
+"""The operator's admin REST API (loopback only, bearer token): what the CLI and the Python client call.
+
+Routing is a plain function of (method, path, query, headers, body) so it is served by the same lean
+HTTP core as the data plane and tested without sockets.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs
+
+import orjson
+
+from thrifty.control.logs import read_logs
+from thrifty.control.operator import Operator
+from thrifty.errors import AuthError, NotFoundError, ThriftyError
+
+log = logging.getLogger("thrifty.admin")
+
+MAX_UPLOAD_BYTES = 300 * 2**20
+
+
+@dataclass(frozen=True)
+class AdminResponse:
+    status: int
+    body: bytes
+    content_type: str = "application/json"
+
+
+def _json(status: int, obj: Any) -> AdminResponse:
+    return AdminResponse(status, orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY))
+
+
+Handler = Callable[[re.Match[str], dict[str, list[str]], bytes], Awaitable[Any]]
+
+
+class AdminApi:
+    def __init__(self, operator: Operator, token: str, on_shutdown: Callable[[], None]) -> None:
+        self._op = operator
+        self._token = token.encode()
+        self._on_shutdown = on_shutdown
+        self._routes: list[tuple[str, re.Pattern[str], Handler]] = [
+            ("GET", re.compile(r"^/v1/status$"), self._status),
+            ("POST", re.compile(r"^/v1/deploy$"), self._deploy),
+            ("GET", re.compile(r"^/v1/apis$"), self._list),
+            ("GET", re.compile(r"^/v1/apis/(?P<name>[^/]+)$"), self._get),
+            ("DELETE", re.compile(r"^/v1/apis/(?P<name>[^/]+)$"), self._delete),
+            ("POST", re.compile(r"^/v1/apis/(?P<name>[^/]+)/refresh$"), self._refresh),
+            ("GET", re.compile(r"^/v1/apis/(?P<name>[^/]+)/logs$"), self._logs),
+            ("GET", re.compile(r"^/v1/apis/(?P<name>[^/]+)/events$"), self._events),
+            ("POST", re.compile(r"^/v1/shutdown$"), self._shutdown),
+        ]
+
+    async def handle(self, method: str, path: str, query: str, headers: dict[str, str], body: bytes) -> AdminResponse:
+        try:
+            self._authorize(headers)
+            allowed = []
+            for route_method, pattern, handler in self._routes:
+                match = pattern.match(path)
+                if match is None:
+                    continue
+                if route_method != method:
+                    allowed.append(route_method)
+                    continue
+                return _json(200, await handler(match, parse_qs(query), body))
+            if allowed:
+                return _json(405, {"error": "method_not_allowed", "message": f"use {', '.join(allowed)}"})
+            raise NotFoundError(f"no admin endpoint {method} {path}")
+        except ThriftyError as exc:
+            return _json(exc.http_status, exc.to_dict())
+        except Exception as exc:  # an operator bug must not kill the admin API
+            log.exception("admin request %s %s failed", method, path)
+            return _json(500, {"error": "internal", "message": f"{type(exc).__name__}: {exc}"})
+
+    def _authorize(self, headers: dict[str, str]) -> None:
+        auth = headers.get("authorization", "")
+        given = auth[7:].encode() if auth.lower().startswith("bearer ") else b""
+        if not given or not hmac.compare_digest(given, self._token):
+            raise AuthError("missing or wrong admin token (it is in $THRIFTY_HOME/token)")
+
+    async def _status(self, m: re.Match[str], q: dict[str, list[str]], body: bytes) -> Any:
+        op = self._op
+        return {
+            "version": "0.1.0",
+            "home": str(op.home.root),
+            "gateway": op.gateway.url,
+            "apis": len(op.apis),
+            "replicas": len(op.observed),
+            "uptime_s": round(op.clock() - op.started_s, 1),
+        }
+
+    async def _deploy(self, m: re.Match[str], q: dict[str, list[str]], body: bytes) -> Any:
+        config = q.get("config", [None])[0]
+        return await self._op.deploy(body, config)
+
+    async def _list(self, m: re.Match[str], q: dict[str, list[str]], body: bytes) -> Any:
+        return {"apis": self._op.list_apis()}
+
+    async def _get(self, m: re.Match[str], q: dict[str, list[str]], body: bytes) -> Any:
+        name = m["name"]
+        out = self._op.describe(name, detail=True)
+        out["events"] = [e.to_dict() for e in self._op.store.events(name, limit=10)]
+        return out
+
+    async def _delete(self, m: re.Match[str], q: dict[str, list[str]], body: bytes) -> Any:
+        return await self._op.delete(m["name"])
+
+    async def _refresh(self, m: re.Match[str], q: dict[str, list[str]], body: bytes) -> Any:
+        return self._op.refresh(m["name"])
+
+    async def _logs(self, m: re.Match[str], q: dict[str, list[str]], body: bytes) -> Any:
+        name = m["name"]
+        api_dir = self._op.home.logs_dir / name
+        if name not in self._op.apis and not api_dir.is_dir():
+            raise NotFoundError(f"no API named {name!r} is deployed and no logs are kept for it")
+        cursor_raw = q.get("cursor", [None])[0]
+        cursor = orjson.loads(cursor_raw) if cursor_raw else None
+        tail = int(q.get("tail", ["100"])[0])
+        return read_logs(api_dir, cursor, tail)
+
+    async def _events(self, m: re.Match[str], q: dict[str, list[str]], body: bytes) -> Any:
+        kind = q.get("kind", [None])[0]
+        limit = int(q.get("limit", ["50"])[0])
+        return {"events": [e.to_dict() for e in self._op.store.events(m["name"], kind, limit)]}
+
+    async def _shutdown(self, m: re.Match[str], q: dict[str, list[str]], body: bytes) -> Any:
+        self._on_shutdown()
+        return {"shutting_down": True}
