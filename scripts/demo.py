@@ -1,0 +1,51 @@
+"""`make demo`: start the local platform, deploy the examples, send sample predictions, show `thrifty get`, stop.
+
+Runs the real CLI, exactly as a user would type it, against a platform folder of its own
+($THRIFTY_DEMO_HOME, default .thrifty/demo), so it never touches ~/.thrifty.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+THRIFTY = str(Path(sys.executable).parent / "thrifty")
+EXAMPLES = ["echo", "iris", "embeddings"]
+
+
+def sh(*args: str, check: bool = True) -> int:
+    print(f"\n$ thrifty {shlex.join(args)}", flush=True)
+    return subprocess.run([THRIFTY, *args], cwd=ROOT, check=check).returncode
+
+
+def main() -> int:
+    home = os.environ.get("THRIFTY_DEMO_HOME", str(ROOT / ".thrifty" / "demo"))
+    os.environ["THRIFTY_HOME"] = home
+    port = os.environ.get("THRIFTY_DEMO_PORT", "8888")
+    sh("down", check=False)
+    sh("up", "--port", port)
+    try:
+        for name in EXAMPLES:
+            sh("deploy", f"examples/{name}")
+        sh("predict", "echo", "examples/echo/sample.json")
+        sh("predict", "iris", "examples/iris/sample.json")
+        sh("predict", "iris-batch", "examples/iris/sample.json")
+        print(f"\n$ curl -X POST localhost:{port}/embeddings -d @examples/embeddings/sample.json | head -c 200")
+        out = subprocess.run(
+            ["curl", "-s", "-X", "POST", f"localhost:{port}/embeddings", "-d", "@examples/embeddings/sample.json"],
+            cwd=ROOT, capture_output=True, check=True,
+        ).stdout  # fmt: skip
+        print(out[:200].decode(errors="replace") + " ...")
+        sh("get")
+        sh("get", "iris")
+    finally:
+        sh("down", check=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,48 @@
+"""The operator's SQLite state survives a reopen (what `thrifty up` after a crash relies on)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from thrifty.config import parse_text
+from thrifty.control.store import Store
+from thrifty.spec import ApiSpec
+
+
+def spec(text: str = "apis:\n  - name: iris\n", project: str = "p1") -> ApiSpec:
+    return ApiSpec("iris", parse_text(text, "t.yaml").apis[0], project, "/projects/" + project)
+
+
+def test_apis_revisions_events_processes_persist(tmp_path: Path) -> None:
+    db = tmp_path / "state.db"
+    store = Store(db)
+    s1 = spec()
+    store.put_api(s1, 1.0)
+    s2 = spec(project="p2")
+    store.put_api(s2, 2.0)
+    store.add_event("iris", "deploy", "created", 1.0, {"k": 1})
+    store.add_event("iris", "status", "updating -> live", 2.0)
+    store.put_process("iris-abc", "replica", "iris", 1234, 1.0)
+    store.close()
+
+    store = Store(db)
+    [stored] = store.list_apis()
+    assert stored.spec == s2 and stored.created_s == 1.0 and stored.updated_s == 2.0
+    assert [r for r, _ in store.revisions("iris")] == [s2.revision, s1.revision]
+    evs = store.events("iris")
+    assert [e.kind for e in evs] == ["deploy", "status"] and evs[0].data == {"k": 1}
+    assert [e.kind for e in store.events("iris", kind="status")] == ["status"]
+    assert store.processes() == [("iris-abc", "replica", "iris", 1234)]
+    store.delete_api("iris")
+    assert store.list_apis() == []
+
+
+def test_revision_changes_only_for_restart_fields() -> None:
+    base = spec()
+    scaled = spec("apis:\n  - name: iris\n    autoscaling: {max_replicas: 3}\n")
+    keyed = spec("apis:\n  - name: iris\n    auth: {api_keys: [abcdefghijklmnopq]}\n")
+    code = spec(project="p9")
+    serving = spec("apis:\n  - name: iris\n    serving: {max_concurrency: 4}\n")
+    assert base.revision == scaled.revision == keyed.revision
+    assert base.revision != code.revision
+    assert base.revision != serving.revision
