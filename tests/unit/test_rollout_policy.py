@@ -22,8 +22,15 @@ def run(
     now: float = 100.0,
     rev: str = "B",
 ):  # type: ignore[no-untyped-def]
-    return plan(revision=rev, desired=desired, max_surge=surge, max_unavailable=unavail, replicas=replicas,
-                state=state or RolloutState(revision=rev), now_s=now)  # fmt: skip
+    return plan(
+        revision=rev,
+        desired=desired,
+        max_surge=surge,
+        max_unavailable=unavail,
+        replicas=replicas,
+        state=state or RolloutState(revision=rev),
+        now_s=now,
+    )
 
 
 def test_fresh_deploy_starts_desired() -> None:

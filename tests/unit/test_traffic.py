@@ -10,8 +10,15 @@ BOUNDS = [0.001, 0.002, 0.005, 0.01]
 
 
 def snap(total_2xx: int, counts: list[int], in_flight: int = 0) -> dict[str, object]:
-    return {"apis": {"a": {"in_flight": in_flight, "requests": {"2xx": total_2xx, "4xx": 0, "5xx": 1},
-                           "latency": {"bounds_s": BOUNDS, "counts": counts, "sum_s": 0.0, "count": sum(counts)}}}}  # fmt: skip
+    return {
+        "apis": {
+            "a": {
+                "in_flight": in_flight,
+                "requests": {"2xx": total_2xx, "4xx": 0, "5xx": 1},
+                "latency": {"bounds_s": BOUNDS, "counts": counts, "sum_s": 0.0, "count": sum(counts)},
+            }
+        }
+    }
 
 
 def test_percentile_interpolates_inside_bucket() -> None:
