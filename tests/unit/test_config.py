@@ -135,7 +135,7 @@ def test_load_config_finds_file_in_folder(tmp_path: Path) -> None:
     file, config = load_config(tmp_path)
     assert file.name == "thrifty.yaml" and config.apis[0].name == "iris"
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ConfigError, match="no thrifty.yaml"):
+    with pytest.raises(ConfigError, match=r"no thrifty\.yaml"):
         load_config(tmp_path / "empty")
     with pytest.raises(ConfigError, match="no such file"):
         load_config(tmp_path / "missing.yaml")
