@@ -19,6 +19,12 @@ Decisions taken where neither Cortex nor the issue says (each also noted where i
   (its only per-step bound is max-scale-up-rate 1000x, kept here), but not ``max_replicas``.
 - While panicking, the recorded recommendation is the larger of the Cortex and the panic recommendation,
   so the downscale stabilization period also holds the panic level after panic ends.
+- Scale to zero needs the Cortex result (after stabilization) to be <= 1, no panic, and no sample > 0 for
+  ``scale_to_zero_after``; never seen busy counts from the first tick. No samples at all never scales to
+  zero (a metrics outage is not idleness).
+- At zero, demand means any sample > 0 within ``panic_window``; the wake goes to 1 (Cortex's Awaken), and
+  nothing is recorded while at zero, so an upscale period cannot hold back the replicas that follow.
+- No samples in ``window``: hold, but still clamp to [min_replicas, max_replicas], as every result is.
 """
 
 from __future__ import annotations
@@ -259,7 +265,8 @@ def _summary(r: dict[str, Any], cur: int, desired: int, raw: float, avg: float, 
     if panicking:
         p = r["panic"]
         mode = "over threshold" if over else "holding"
-        return f"{head}; panic ({mode}, {p['window_s']:g}s avg {p['avg_in_flight']:.2f}): {cur} -> {desired}"
+        p_avg = "n/a" if p["avg_in_flight"] is None else f"{p['avg_in_flight']:.2f}"
+        return f"{head}; panic ({mode}, {p['window_s']:g}s avg {p_avg}): {cur} -> {desired}"
     move = f"{cur} -> {desired}" if desired != cur else f"hold {cur}"
     if r["tolerance"]["held"]:
         return f"{head}; within tolerance band: {move}"
