@@ -27,7 +27,7 @@ def _digest(obj: Any) -> str:
 class ApiSpec:
     name: str
     config: ApiConfig
-    project_hash: str
+    project_hash: str  # the project's code: every file but thrifty.yaml
     project_dir: str
 
     @property

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import orjson
@@ -13,6 +13,25 @@ from thrifty.engines.process import ChildProcess, child_env, python_module_args
 from thrifty.errors import ThriftyError
 
 GATEWAY_MODULE = "thrifty.dataplane.gateway_main"
+
+
+class Gateway(Protocol):
+    """What the operator needs from the gateway (GatewayLink runs the real process; tests use a fake)."""
+
+    generation: int
+
+    @property
+    def url(self) -> str: ...
+
+    def alive(self) -> bool: ...
+
+    async def start(self, timeout_s: float = 20.0) -> None: ...
+
+    async def push_routes(self, table: dict[str, Any]) -> None: ...
+
+    async def stats(self) -> dict[str, Any]: ...
+
+    async def stop(self, grace_s: float) -> None: ...
 
 
 class GatewayStartError(ThriftyError):

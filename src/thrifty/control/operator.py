@@ -21,14 +21,14 @@ from typing import Any
 import httpx
 
 from thrifty.config.loader import CONFIG_NAMES, parse_text
-from thrifty.control.gateway_link import GatewayLink
+from thrifty.control.gateway_link import Gateway
 from thrifty.control.home import Home
 from thrifty.control.store import Store
 from thrifty.control.traffic import TrafficHistory
 from thrifty.engines.base import Engine, ReplicaLaunch, ReplicaObservation
 from thrifty.errors import ConfigError, NotFoundError
 from thrifty.policy.rollout import ReplicaView, RolloutState, plan, record_failure
-from thrifty.project_archive import unpack
+from thrifty.project_archive import hash_files, project_files, unpack
 from thrifty.spec import ApiSpec
 
 log = logging.getLogger("thrifty.operator")
@@ -74,7 +74,7 @@ class Operator:
         home: Home,
         store: Store,
         engine: Engine,
-        gateway: GatewayLink,
+        gateway: Gateway,
         *,
         tick_s: float = 0.25,
         stop_grace_s: float = 30.0,
@@ -146,10 +146,12 @@ class Operator:
                     "no such file in the project folder"
                 )
         keys = {api.name: _resolve_keys(api.auth.api_keys, source) for api in config.apis}
+        # The config file is not code: editing only autoscaling or keys in it must not restart replicas.
+        code_hash = hash_files(project_dir, [f for f in project_files(project_dir) if f != config_file.name])
         now = self.clock()
         results = []
         for api in config.apis:
-            spec = ApiSpec(api.name, api, project_hash, str(project_dir))
+            spec = ApiSpec(api.name, api, code_hash, str(project_dir))
             current = self.apis.get(api.name)
             if current is None:
                 action = "created"

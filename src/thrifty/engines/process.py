@@ -12,9 +12,7 @@ from pathlib import Path
 
 
 class ChildProcess:
-    def __init__(
-        self, args: list[str], *, log_path: Path, env: dict[str, str], cwd: str | None = None
-    ) -> None:
+    def __init__(self, args: list[str], *, log_path: Path, env: dict[str, str], cwd: str | None = None) -> None:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         self.log_path = log_path
         with open(log_path, "ab") as log:

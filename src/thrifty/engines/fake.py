@@ -1,0 +1,81 @@
+"""An in-memory engine for tests and the cost simulator: replicas start, become ready and stop on a clock."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from thrifty.engines.base import ReplicaLaunch, ReplicaObservation
+
+
+@dataclass
+class _FakeReplica:
+    launch: ReplicaLaunch
+    started_s: float
+    port: int
+    stop_at_s: float | None = None
+    exit_code: int | None = None
+    error: dict[str, Any] | None = None
+
+
+class FakeEngine:
+    def __init__(self, clock: Callable[[], float], *, ready_after_s: float = 1.0, stop_after_s: float = 0.0) -> None:
+        self._clock = clock
+        self.ready_after_s = ready_after_s
+        self.stop_after_s = stop_after_s
+        self._replicas: dict[str, _FakeReplica] = {}
+        self._next_port = 20000
+        self.started: list[ReplicaLaunch] = []
+        self.stopped: list[str] = []
+        self.fail_next_start: dict[str, Any] | None = None
+
+    async def start_replica(self, launch: ReplicaLaunch) -> None:
+        self._next_port += 1
+        rep = _FakeReplica(launch, self._clock(), self._next_port)
+        if self.fail_next_start is not None:
+            rep.exit_code, rep.error = 3, self.fail_next_start
+        self._replicas[launch.replica_id] = rep
+        self.started.append(launch)
+
+    async def stop_replica(self, replica_id: str, grace_s: float) -> None:
+        rep = self._replicas.get(replica_id)
+        if rep is not None and rep.stop_at_s is None:
+            rep.stop_at_s = self._clock() + self.stop_after_s
+            self.stopped.append(replica_id)
+
+    def crash(self, replica_id: str, exit_code: int = 1, error: dict[str, Any] | None = None) -> None:
+        rep = self._replicas[replica_id]
+        rep.exit_code, rep.error = exit_code, error
+
+    def observe(self) -> list[ReplicaObservation]:
+        now = self._clock()
+        out = []
+        for rid, rep in list(self._replicas.items()):
+            if rep.stop_at_s is not None and now >= rep.stop_at_s:
+                del self._replicas[rid]
+                continue
+            base = ReplicaObservation(
+                replica_id=rid,
+                api=rep.launch.api,
+                revision=rep.launch.revision,
+                state="starting",
+                started_s=rep.started_s,
+                port=rep.port,
+                pid=None,
+            )
+            if rep.exit_code is not None:
+                out.append(replace(base, state="exited", exit_code=rep.exit_code, error=rep.error))
+            elif rep.stop_at_s is not None:
+                out.append(replace(base, state="stopping"))
+            elif now - rep.started_s >= self.ready_after_s:
+                out.append(replace(base, state="ready"))
+            else:
+                out.append(base)
+        return out
+
+    def forget(self, replica_id: str) -> None:
+        self._replicas.pop(replica_id, None)
+
+    async def close(self, grace_s: float) -> None:
+        self._replicas.clear()
