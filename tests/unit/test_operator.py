@@ -14,7 +14,10 @@ from thrifty.engines.fake import FakeEngine
 from thrifty.errors import ConfigError, NotFoundError
 from thrifty.project_archive import pack
 
-PREDICTOR = "class Predictor:\n    def __init__(self, config):\n        pass\n    def predict(self, payload):\n        return 1\n"
+PREDICTOR = (
+    "class Predictor:\n    def __init__(self, config):\n        pass\n"
+    "    def predict(self, payload):\n        return 1\n"
+)
 
 
 class Clock:
@@ -90,7 +93,7 @@ async def test_deploy_starts_replicas_and_routes_when_ready(env: Any, tmp_path: 
 
 
 async def test_bad_config_changes_nothing(env: Any, tmp_path: Path) -> None:
-    op, engine, gateway, clock = env
+    op, engine, _gateway, clock = env
     await op.deploy(project(tmp_path / "good", "apis:\n  - name: iris\n"))
     await tick(op, clock)
     await tick(op, clock, 1.0)
@@ -129,7 +132,7 @@ async def test_redeploy_rolls_and_autoscaling_change_applies_in_place(env: Any, 
 
 
 async def test_predictor_failure_is_reported_and_retried_with_backoff(env: Any, tmp_path: Path) -> None:
-    op, engine, gateway, clock = env
+    op, engine, _gateway, clock = env
     engine.fail_next_start = {"message": "ValueError: bad weights", "where": "predictor.py:3 in __init__"}
     await op.deploy(project(tmp_path / "p", "apis:\n  - name: iris\n"))
     await tick(op, clock)
