@@ -1,0 +1,220 @@
+"""The gateway's public HTTP application: routes ``POST /<api>[/...]`` to a replica of that API.
+
+- Replica choice: ``policy.routing.choose_replica`` (power of two choices on requests in flight).
+- Retries, on another replica, exactly when the request cannot have been processed or the replica said so:
+  the connection was refused (the replica is also ejected for a moment), the replica answered 503 with
+  ``X-Thrifty-Draining``, or a replica known to be draining reset the connection before answering. A reset
+  from a replica that is *not* draining is answered 502 and not retried: the replica most likely crashed
+  on this very request (e.g. ``os._exit``), and retrying a poison request would take down the next replica
+  too. The client sees 503 + Retry-After only when no replica can take the request.
+- Per-API limits from the routing table: body size (413 before forwarding), request timeout (+ a margin
+  over the replica's own, so the replica's 504 normally wins) -> 504, API keys (sha256 compared with
+  ``hmac.compare_digest``) -> 401.
+- Also ``GET /<api>`` (status), ``GET /healthz``, ``GET /metrics`` (Prometheus text).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import random
+import time
+from collections.abc import Callable
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from thrifty.dataplane.gateway_routes import DEFAULT_MAX_PAYLOAD, ApiRoute, RoutesDoc, build_routes, removed_endpoints
+from thrifty.dataplane.gateway_stats import GatewayCollector
+from thrifty.dataplane.http_messages import Headers, Request, Response, error_response, json_response
+from thrifty.dataplane.upstream import (
+    UpstreamConnectError,
+    UpstreamError,
+    UpstreamPool,
+    UpstreamResetError,
+    UpstreamResponse,
+    UpstreamTimeoutError,
+)
+from thrifty.policy.routing import RandomSource, choose_replica
+
+# Hop-by-hop headers (RFC 9110 7.6.1) plus those the gateway sets itself on the next hop.
+_HOP_BY_HOP = frozenset(
+    {
+        b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"te", b"trailer",
+        b"upgrade", b"proxy-authorization", b"proxy-authenticate", b"content-length", b"host", b"expect",
+    }
+)  # fmt: skip
+_RESPONSE_DROP = _HOP_BY_HOP | {b"x-thrifty-draining", b"date"}  # the gateway writes its own Date
+_RETRY_AFTER: Headers = [(b"retry-after", b"1")]
+_EJECT_S = 1.0  # how long a replica that refused a connection is skipped
+_OK = json_response(200, {"status": "ok"})
+
+
+class GatewayApp:
+    def __init__(
+        self,
+        pool: UpstreamPool,
+        *,
+        rng: RandomSource | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        timeout_margin_s: float = 0.5,
+    ) -> None:
+        self._pool = pool
+        self._rng: RandomSource = rng if rng is not None else random.Random()
+        self._clock = clock
+        self._margin_s = timeout_margin_s
+        self.routes: dict[bytes, ApiRoute] = {}
+        self._rid_prefix = b"gw" + os.urandom(4).hex().encode("ascii") + b"-"
+        self._rid_counter = 0
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(GatewayCollector(lambda: list(self.routes.values())))
+
+    # -- routing table --------------------------------------------------------------------------------------
+    def set_routes(self, doc: RoutesDoc) -> None:
+        """Replace the whole table at once (in-flight requests keep the routes they started with)."""
+        old = self.routes
+        self.routes = build_routes(doc, old)
+        for host, port in removed_endpoints(old, self.routes):
+            self._pool.close_host(host, port)
+
+    def stats_json(self) -> dict[str, object]:
+        return {"apis": {r.name: r.stats.to_json(r) for r in self.routes.values()}}
+
+    # -- HTTP ----------------------------------------------------------------------------------------------
+    def body_limit(self, request: Request) -> int:
+        route = self.routes.get(_api_name(request.path))
+        return route.max_payload if route is not None else DEFAULT_MAX_PAYLOAD
+
+    async def handle(self, request: Request) -> Response:
+        path = request.path
+        slash = path.find(b"/", 1)
+        name = path[1:] if slash < 0 else path[1:slash]
+        route = self.routes.get(name)
+        method = request.method
+        if route is not None:
+            if method == b"POST":
+                return await self._forward(request, route, b"/" if slash < 0 else path[slash:])
+            if method == b"GET" and slash < 0:
+                return self._api_status(request, route)
+            return error_response(405, "method_not_allowed", "predict with POST", headers=[(b"allow", b"POST")])
+        if method == b"GET" and path == b"/healthz":
+            return _OK
+        if method == b"GET" and path == b"/metrics":
+            return Response(200, generate_latest(self.registry), CONTENT_TYPE_LATEST.encode("ascii"))
+        api = name.decode("utf-8", "replace")
+        return error_response(404, "api_not_found", f"no API named {api!r} is deployed")
+
+    def _api_status(self, request: Request, route: ApiRoute) -> Response:
+        host = request.headers.get(b"host", b"").decode("latin-1")
+        return json_response(
+            200,
+            {"name": route.name, "replicas_ready": route.replicas_ready, "endpoint": f"http://{host}/{route.name}"},
+        )
+
+    def _new_request_id(self) -> bytes:
+        self._rid_counter += 1
+        return self._rid_prefix + b"%x" % self._rid_counter
+
+    def _authorized(self, request: Request, route: ApiRoute) -> bool:
+        auth = request.headers.get(b"authorization")
+        if auth is None or auth[:7].lower() != b"bearer ":
+            return False
+        digest = hashlib.sha256(auth[7:].strip()).hexdigest()
+        ok = False
+        for accepted in route.key_hashes:  # no early exit: the time taken says nothing about the key
+            ok |= hmac.compare_digest(digest, accepted)
+        return ok
+
+    async def _forward(self, request: Request, route: ApiRoute, fwd_path: bytes) -> Response:
+        stats = route.stats
+        start = self._clock()
+        rid = request.headers.get(b"x-request-id")
+        if rid is None:
+            rid = self._new_request_id()
+        if route.key_hashes and not self._authorized(request, route):
+            resp = error_response(
+                401, "unauthorized", "missing or wrong API key", rid, [(b"www-authenticate", b"Bearer")]
+            )
+        else:
+            stats.in_flight += 1
+            try:
+                resp = await self._proxy(request, route, fwd_path, rid, start)
+            finally:
+                stats.in_flight -= 1
+        stats.record(resp.status, self._clock() - start)
+        return resp
+
+    def _head_rest(self, request: Request, route: ApiRoute, rid: bytes) -> bytes:
+        """The forwarded request's head after the Host line, and the blank line."""
+        parts: list[bytes] = []
+        strip_auth = bool(route.key_hashes)  # the key is the gateway's business, not the predictor's
+        for name, value in request.headers.items():
+            if name in _HOP_BY_HOP or (strip_auth and name == b"authorization"):
+                continue
+            parts += (name, b": ", value, b"\r\n")
+        if b"x-request-id" not in request.headers:
+            parts += (b"x-request-id: ", rid, b"\r\n")
+        parts.append(b"content-length: %d\r\n\r\n" % len(request.body))
+        return b"".join(parts)
+
+    async def _proxy(self, request: Request, route: ApiRoute, fwd_path: bytes, rid: bytes, start: float) -> Response:
+        target = fwd_path + b"?" + request.query if request.query else fwd_path
+        line = request.method + b" " + target + b" HTTP/1.1\r\nhost: "
+        rest = self._head_rest(request, route, rid)
+        body = request.body
+        deadline = start + route.timeout_s + self._margin_s
+        replicas = route.replicas
+        tried: set[int] = set()
+        now = start
+        why = "no replica is ready"
+        while True:
+            idx = choose_replica(replicas, self._rng, now, tried)
+            if idx is None:
+                break
+            rep = replicas[idx]
+            remaining = deadline - now
+            if remaining <= 0:
+                return error_response(504, "timeout", "no response within the API's request timeout", rid)
+            rep.in_flight += 1
+            try:
+                up = await self._pool.request(
+                    rep.host, rep.port, b"".join((line, rep.authority, b"\r\n", rest, body)), remaining
+                )
+            except UpstreamConnectError as exc:
+                rep.ejected_until = self._clock() + _EJECT_S
+                why = exc.message
+            except UpstreamResetError as exc:
+                if not rep.draining:
+                    return error_response(502, "upstream_failed", f"replica {rep.id}: {exc.message}", rid)
+                why = exc.message
+            except UpstreamTimeoutError:
+                return error_response(504, "timeout", "no response within the API's request timeout", rid)
+            except UpstreamError as exc:
+                return error_response(502, "upstream_failed", f"replica {rep.id}: {exc.message}", rid)
+            else:
+                if up.status != 503 or not _says_draining(up):
+                    return _relay(up)
+                rep.seen_draining = rep.draining = True
+                why = f"replica {rep.id} is draining"
+            finally:
+                rep.in_flight -= 1
+            tried.add(idx)
+            route.stats.retries += 1
+            now = self._clock()
+        return error_response(
+            503, "no_replica_available", f"no replica of {route.name!r} can take the request ({why})", rid, _RETRY_AFTER
+        )
+
+
+def _api_name(path: bytes) -> bytes:
+    slash = path.find(b"/", 1)
+    return path[1:] if slash < 0 else path[1:slash]
+
+
+def _says_draining(up: UpstreamResponse) -> bool:
+    return any(name == b"x-thrifty-draining" for name, _ in up.headers)
+
+
+def _relay(up: UpstreamResponse) -> Response:
+    headers = [(n, v) for n, v in up.headers if n not in _RESPONSE_DROP]
+    return Response(up.status, up.body, None, headers)

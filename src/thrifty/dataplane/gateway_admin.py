@@ -1,0 +1,64 @@
+"""The gateway's admin listener (loopback only): the operator pushes routes and reads counters.
+
+Every request needs ``Authorization: Bearer <token>`` (the token the platform keeps in a file readable only
+by its owner), else 401.
+
+- ``PUT /_thrifty/routes``: body ``{"apis": {"<name>": {"replicas": [{"id", "host", "port", "draining"}],
+  "api_keys_sha256": [...], "max_payload": int, "request_timeout_s": float}}}`` replaces the whole table.
+- ``GET /_thrifty/routes``: the table as the gateway holds it.
+- ``GET /_thrifty/stats``: cumulative counters per API (see ``ApiStats.to_json``).
+"""
+
+from __future__ import annotations
+
+import hmac
+
+from pydantic import ValidationError
+
+from thrifty.dataplane.gateway import GatewayApp
+from thrifty.dataplane.gateway_routes import RoutesDoc
+from thrifty.dataplane.http_messages import Request, Response, error_response, json_response
+
+MAX_ADMIN_BODY = 16 * 2**20
+
+
+class AdminApp:
+    def __init__(self, gateway: GatewayApp, token: str) -> None:
+        self._gateway = gateway
+        self._expected = b"Bearer " + token.encode("utf-8")
+
+    def body_limit(self, request: Request) -> int:
+        return MAX_ADMIN_BODY
+
+    async def handle(self, request: Request) -> Response:
+        auth = request.headers.get(b"authorization", b"")
+        if not hmac.compare_digest(auth, self._expected):
+            return error_response(401, "unauthorized", "missing or wrong admin token")
+        path, method = request.path, request.method
+        if path == b"/_thrifty/routes":
+            if method == b"PUT":
+                try:
+                    doc = RoutesDoc.model_validate_json(request.body)
+                except ValidationError as exc:
+                    return error_response(400, "invalid_routes", str(exc))
+                self._gateway.set_routes(doc)
+                return json_response(200, {"apis": len(doc.apis)})
+            if method == b"GET":
+                return json_response(200, _routes_json(self._gateway))
+        if path == b"/_thrifty/stats" and method == b"GET":
+            return json_response(200, self._gateway.stats_json())
+        return error_response(404, "not_found", f"no such admin endpoint: {method.decode()} {path.decode('latin-1')}")
+
+
+def _routes_json(gateway: GatewayApp) -> dict[str, object]:
+    return {
+        "apis": {
+            r.name: {
+                "replicas": [{"id": s.id, "host": s.host, "port": s.port, "draining": s.draining} for s in r.replicas],
+                "api_keys_sha256": list(r.key_hashes),
+                "max_payload": r.max_payload,
+                "request_timeout_s": r.timeout_s,
+            }
+            for r in gateway.routes.values()
+        }
+    }

@@ -1,0 +1,83 @@
+"""The gateway process: ``python -m thrifty.dataplane.gateway_main --host H --port P --admin-port 0
+--port-file FILE --token-file FILE [--grace-s 30]``.
+
+Binds the public listener and the admin listener (loopback), then writes ``{"port": N, "admin_port": M}``
+to ``--port-file`` atomically. Starts with an empty routing table (every API is 404 until the operator
+pushes routes). On SIGTERM/SIGINT: stops accepting, lets in-flight requests finish (up to ``--grace-s``),
+exits 0. Exit code 2: the token file is unreadable or a port cannot be bound.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+import orjson
+
+from thrifty.dataplane.gateway import GatewayApp
+from thrifty.dataplane.gateway_admin import AdminApp
+from thrifty.dataplane.http_server import HttpServer
+from thrifty.dataplane.process_io import run_main, stop_event_on_signals, write_atomic
+from thrifty.dataplane.upstream import UpstreamPool
+
+EXIT_STARTUP_FAILED = 2
+
+_log = logging.getLogger("thrifty.gateway")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m thrifty.dataplane.gateway_main", description="thrifty gateway")
+    p.add_argument("--host", default="127.0.0.1", help="public listener address")
+    p.add_argument("--port", type=int, default=8888, help="public listener port (0: any free port)")
+    p.add_argument("--admin-host", default="127.0.0.1", help="admin listener address (keep it loopback)")
+    p.add_argument("--admin-port", type=int, default=0)
+    p.add_argument("--port-file", required=True, help='receives {"port": N, "admin_port": M} once listening')
+    p.add_argument("--token-file", required=True, help="file holding the admin bearer token")
+    p.add_argument("--grace-s", type=float, default=30.0, help="longest wait for in-flight requests on SIGTERM")
+    return p.parse_args(argv)
+
+
+async def serve(args: argparse.Namespace, token: str) -> int:
+    loop = asyncio.get_running_loop()
+    pool = UpstreamPool()
+    gateway = GatewayApp(pool)
+    public = HttpServer(gateway, host=args.host, port=args.port)
+    admin = HttpServer(AdminApp(gateway, token), host=args.admin_host, port=args.admin_port)
+    try:
+        await public.start()
+        await admin.start()
+    except OSError as exc:
+        print(f"cannot listen: {exc}", file=sys.stderr, flush=True)
+        await public.stop(0)
+        return EXIT_STARTUP_FAILED
+    stop = stop_event_on_signals(loop)
+    write_atomic(args.port_file, orjson.dumps({"port": public.port, "admin_port": admin.port}))
+    _log.info("listening on %s:%d (admin %s:%d)", args.host, public.port, args.admin_host, admin.port)
+    await stop.wait()
+    _log.info("stopping (grace %.1fs)", args.grace_s)
+    await public.stop(args.grace_s)
+    await admin.stop(1.0)
+    pool.close()
+    _log.info("stopped")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s gateway %(message)s")
+    try:
+        with open(args.token_file, encoding="utf-8") as f:
+            token = f.read().strip()
+    except OSError as exc:
+        print(f"cannot read the token file: {exc}", file=sys.stderr, flush=True)
+        return EXIT_STARTUP_FAILED
+    if not token:
+        print(f"the token file {args.token_file} is empty", file=sys.stderr, flush=True)
+        return EXIT_STARTUP_FAILED
+    return run_main(serve(args, token))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,106 @@
+"""The gateway's routing table: the admin document (what the operator PUTs) and the live structures.
+
+The operator replaces the whole table at once (``PUT /_thrifty/routes``). Live per-replica state (requests
+in flight, ejection after a refused connection, a drain the gateway saw for itself) and per-API counters
+survive a replacement for replicas and APIs that are still there, so figures stay continuous.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from thrifty.dataplane.gateway_stats import ApiStats
+
+DEFAULT_MAX_PAYLOAD = 10 * 2**20
+
+
+class _Doc(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ReplicaRoute(_Doc):
+    id: str = Field(..., min_length=1)
+    host: str = Field(..., min_length=1)
+    port: int = Field(..., ge=1, le=65535)
+    draining: bool = False
+
+
+class ApiRouteDoc(_Doc):
+    replicas: list[ReplicaRoute] = Field(default_factory=list)
+    api_keys_sha256: list[str] = Field(default_factory=list, description="hex sha256 of each accepted key")
+    max_payload: int = Field(DEFAULT_MAX_PAYLOAD, gt=0)
+    request_timeout_s: float = Field(30.0, gt=0)
+
+
+class RoutesDoc(_Doc):
+    apis: dict[str, ApiRouteDoc] = Field(default_factory=dict)
+
+
+class ReplicaState:
+    """One replica as the router sees it (satisfies ``policy.routing.RoutingCandidate``)."""
+
+    __slots__ = ("authority", "draining", "ejected_until", "host", "id", "in_flight", "port", "seen_draining")
+
+    def __init__(self, replica_id: str, host: str, port: int) -> None:
+        self.id = replica_id
+        self.host = host
+        self.port = port
+        self.authority = f"{host}:{port}".encode("ascii")
+        self.draining = False  # told by the table, or seen in a 503 + X-Thrifty-Draining
+        self.seen_draining = False
+        self.in_flight = 0
+        self.ejected_until = 0.0  # refused a connection: skipped until then
+
+
+class ApiRoute:
+    __slots__ = ("key_hashes", "max_payload", "name", "replicas", "stats", "timeout_s")
+
+    def __init__(
+        self,
+        name: str,
+        replicas: list[ReplicaState],
+        key_hashes: tuple[str, ...],
+        max_payload: int,
+        timeout_s: float,
+        stats: ApiStats,
+    ) -> None:
+        self.name = name
+        self.replicas = replicas
+        self.key_hashes = key_hashes
+        self.max_payload = max_payload
+        self.timeout_s = timeout_s
+        self.stats = stats
+
+    @property
+    def replicas_ready(self) -> int:
+        return sum(1 for r in self.replicas if not r.draining)
+
+
+def build_routes(doc: RoutesDoc, old: dict[bytes, ApiRoute]) -> dict[bytes, ApiRoute]:
+    """The new live table, reusing replica state and counters of what stays."""
+    new: dict[bytes, ApiRoute] = {}
+    for name, api in doc.apis.items():
+        key = name.encode("utf-8")
+        prev = old.get(key)
+        known = {(r.id, r.host, r.port): r for r in prev.replicas} if prev is not None else {}
+        replicas: list[ReplicaState] = []
+        for entry in api.replicas:
+            state = known.get((entry.id, entry.host, entry.port)) or ReplicaState(entry.id, entry.host, entry.port)
+            state.draining = entry.draining or state.seen_draining
+            replicas.append(state)
+        new[key] = ApiRoute(
+            name=name,
+            replicas=replicas,
+            key_hashes=tuple(h.lower() for h in api.api_keys_sha256),
+            max_payload=api.max_payload,
+            timeout_s=api.request_timeout_s,
+            stats=prev.stats if prev is not None else ApiStats(),
+        )
+    return new
+
+
+def removed_endpoints(old: dict[bytes, ApiRoute], new: dict[bytes, ApiRoute]) -> set[tuple[str, int]]:
+    """(host, port) of replicas that left the table: their idle pooled connections can go."""
+    before = {(r.host, r.port) for route in old.values() for r in route.replicas}
+    after = {(r.host, r.port) for route in new.values() for r in route.replicas}
+    return before - after

@@ -1,0 +1,85 @@
+"""The gateway's per-API figures: plain counters on the hot path, read by the admin API and /metrics.
+
+Recording a request is a few integer additions and one bisect; nothing touches prometheus_client until a
+scrape, when ``GatewayCollector`` turns the counters into metric families.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from thrifty.dataplane.gateway_routes import ApiRoute
+
+LATENCY_BOUNDS_S: tuple[float, ...] = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+)  # fmt: skip
+
+
+class ApiStats:
+    __slots__ = ("buckets", "codes", "count", "in_flight", "retries", "sum_s")
+
+    def __init__(self) -> None:
+        self.in_flight = 0
+        self.codes = [0, 0, 0, 0, 0, 0]  # responses by status // 100
+        self.buckets = [0] * (len(LATENCY_BOUNDS_S) + 1)  # last = +Inf
+        self.sum_s = 0.0
+        self.count = 0
+        self.retries = 0
+
+    def record(self, status: int, latency_s: float) -> None:
+        self.codes[status // 100] += 1
+        self.buckets[bisect_left(LATENCY_BOUNDS_S, latency_s)] += 1
+        self.sum_s += latency_s
+        self.count += 1
+
+    def to_json(self, route: ApiRoute) -> dict[str, Any]:
+        c = self.codes
+        return {
+            "in_flight": self.in_flight,
+            "requests": {"2xx": c[2], "4xx": c[4], "5xx": c[5]},
+            "latency": {
+                "bounds_s": list(LATENCY_BOUNDS_S),
+                "counts": list(self.buckets),
+                "sum_s": self.sum_s,
+                "count": self.count,
+            },
+            "retries": self.retries,
+            "replicas": {r.id: {"in_flight": r.in_flight} for r in route.replicas},
+        }
+
+
+class GatewayCollector(Collector):
+    """Builds the Prometheus families from the live routing table at scrape time."""
+
+    def __init__(self, routes: Callable[[], Iterable[ApiRoute]]) -> None:
+        self._routes = routes
+
+    def collect(self) -> Iterator[Metric]:
+        requests = CounterMetricFamily(
+            "thrifty_requests", "Requests answered by the gateway.", labels=["api", "code_class"]
+        )
+        duration = HistogramMetricFamily("thrifty_request_duration_seconds", "Gateway request latency.", labels=["api"])
+        in_flight = GaugeMetricFamily("thrifty_in_flight", "Requests in flight at the gateway.", labels=["api"])
+        retries = CounterMetricFamily("thrifty_retries", "Requests retried on another replica.", labels=["api"])
+        ready = GaugeMetricFamily("thrifty_replicas_ready", "Replicas taking new requests.", labels=["api"])
+        for route in self._routes():
+            s = route.stats
+            for code_class in (2, 4, 5):
+                requests.add_metric([route.name, f"{code_class}xx"], s.codes[code_class])
+            cumulative = 0
+            buckets: list[tuple[str, float]] = []
+            for bound, n in zip(LATENCY_BOUNDS_S, s.buckets, strict=False):
+                cumulative += n
+                buckets.append((repr(bound), cumulative))
+            buckets.append(("+Inf", s.count))
+            duration.add_metric([route.name], buckets, s.sum_s)
+            in_flight.add_metric([route.name], s.in_flight)
+            retries.add_metric([route.name], s.retries)
+            ready.add_metric([route.name], route.replicas_ready)
+        yield from (requests, duration, in_flight, retries, ready)

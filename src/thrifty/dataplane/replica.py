@@ -1,0 +1,152 @@
+"""The replica server's HTTP application: runs one API's predictor.
+
+Endpoints: ``POST /`` predicts (the gateway strips the ``/<api>`` prefix); ``POST /<anything>`` is kept for
+multi-model APIs and answers 404 for now; ``GET /healthz`` (alive), ``GET /readyz`` (predictor constructed),
+``GET /_thrifty/stats`` (the figures the operator and tests read).
+
+Errors are JSON ``{"error", "message", "request_id"}``: 400 malformed payload, 404 unknown path, 413 body
+over ``max_payload`` (the HTTP core), 500 predictor failure (the traceback goes to the log, tagged with the
+request id, never to the client), 503 queue full or draining (``Retry-After``; draining adds
+``X-Thrifty-Draining: 1`` so that the gateway retries elsewhere), 504 over ``request_timeout``.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from typing import Any
+
+from thrifty.config.schema import ApiConfig
+from thrifty.dataplane.http_messages import Headers, Request, Response, error_response, json_response
+from thrifty.dataplane.payloads import PayloadError, decode_payload, encode_result
+from thrifty.dataplane.replica_scheduler import BatchResultError, PredictorFailedError, PredictScheduler
+from thrifty.errors import TimeoutExceededError
+from thrifty.policy.admission import Verdict
+
+_log = logging.getLogger("thrifty.replica")
+
+_OK = json_response(200, {"status": "ok"})
+_NOT_MULTI_MODEL = "this API is not a multi-model API: POST to the API itself"
+
+
+class ReplicaApp:
+    def __init__(self, api: ApiConfig, replica_id: str) -> None:
+        self.api = api
+        self.replica_id = replica_id
+        self._max_payload = int(api.serving.max_payload)
+        self._retry_after = [(b"retry-after", b"1")]
+        self._draining_headers: Headers = [(b"retry-after", b"1"), (b"x-thrifty-draining", b"1")]
+        self._scheduler: PredictScheduler | None = None
+        self._counts = [0, 0, 0, 0, 0, 0]  # predict responses by status // 100
+        self._rid_prefix = replica_id.encode("latin-1", "replace") + b"-"
+        self._rid_counter = 0
+        self.draining = False
+
+    # -- lifecycle ------------------------------------------------------------------------------------------
+    @property
+    def ready(self) -> bool:
+        return self._scheduler is not None and not self.draining
+
+    def set_scheduler(self, scheduler: PredictScheduler) -> None:
+        """The predictor is constructed: start serving predictions."""
+        scheduler.draining = self.draining
+        self._scheduler = scheduler
+
+    def begin_drain(self) -> None:
+        """Refuse new predictions (503 + X-Thrifty-Draining); queued and executing ones carry on."""
+        self.draining = True
+        if self._scheduler is not None:
+            self._scheduler.draining = True
+
+    async def wait_drained(self) -> None:
+        if self._scheduler is not None:
+            await self._scheduler.wait_idle()
+
+    def stats(self) -> dict[str, Any]:
+        s = self._scheduler
+        queued = s.queued if s is not None else 0
+        executing = s.executing if s is not None else 0
+        c = self._counts
+        return {
+            "replica_id": self.replica_id,
+            "ready": self.ready,
+            "draining": self.draining,
+            "in_flight": queued + executing,
+            "queued": queued,
+            "executing": executing,
+            "requests": {"2xx": c[2], "4xx": c[4], "5xx": c[5]},
+        }
+
+    # -- HTTP -----------------------------------------------------------------------------------------------
+    def body_limit(self, request: Request) -> int:
+        return self._max_payload
+
+    async def handle(self, request: Request) -> Response:
+        path = request.path
+        method = request.method
+        if path == b"/":
+            if method == b"POST":
+                resp = await self._predict(request)
+            else:
+                resp = error_response(405, "method_not_allowed", "predict with POST", headers=[(b"allow", b"POST")])
+            self._counts[resp.status // 100] += 1
+            return resp
+        if method == b"GET":
+            if path == b"/healthz":
+                return _OK
+            if path == b"/readyz":
+                if self.ready:
+                    return _OK
+                return error_response(503, "not_ready", "the predictor is not ready", headers=self._retry_after)
+            if path == b"/_thrifty/stats":
+                return json_response(200, self.stats())
+        if method == b"POST":
+            resp = error_response(404, "not_found", _NOT_MULTI_MODEL, self._request_id(request))
+            self._counts[4] += 1
+            return resp
+        return error_response(404, "not_found", f"no such endpoint: {path.decode('latin-1')}")
+
+    def _request_id(self, request: Request) -> bytes:
+        rid = request.headers.get(b"x-request-id")
+        if rid is None:
+            self._rid_counter += 1
+            rid = self._rid_prefix + b"%x" % self._rid_counter
+        return rid
+
+    async def _predict(self, request: Request) -> Response:
+        rid = self._request_id(request)
+        scheduler = self._scheduler
+        if scheduler is None:
+            return error_response(503, "not_ready", "the predictor is still loading", rid, self._retry_after)
+        decision = scheduler.admission()
+        if not decision.admitted:
+            if decision.verdict is Verdict.REJECT_DRAINING:
+                return error_response(
+                    503, "draining", "this replica is shutting down", rid, self._draining_headers, close=True
+                )
+            return error_response(503, "overloaded", "the replica's queue is full", rid, self._retry_after)
+        try:
+            payload = decode_payload(request.headers.get(b"content-type"), request.body)
+        except PayloadError as exc:
+            return error_response(400, "invalid_payload", str(exc), rid)
+        try:
+            result = await scheduler.run(payload, decision)
+        except PredictorFailedError as exc:
+            _log.error(
+                "request_id=%s predictor raised %s\n%s",
+                rid.decode("latin-1"),
+                exc.message,
+                "".join(traceback.format_exception(exc.cause)).rstrip(),
+            )
+            return error_response(500, "predictor_error", exc.message, rid)
+        except BatchResultError as exc:
+            _log.error("request_id=%s %s", rid.decode("latin-1"), exc.message)
+            return error_response(500, "predictor_error", exc.message, rid)
+        except TimeoutExceededError as exc:
+            return error_response(504, "timeout", exc.message, rid)
+        try:
+            body, content_type = encode_result(result)
+        except TypeError as exc:
+            _log.error("request_id=%s %s", rid.decode("latin-1"), exc)
+            return error_response(500, "predictor_error", str(exc), rid)
+        return Response(200, body, content_type, [(b"x-request-id", rid)])
