@@ -57,9 +57,7 @@ def record_failure(state: RolloutState, revision: str, message: str, now_s: floa
     if revision != state.revision:
         return state  # an old revision's crash does not hold back the new one
     failures = state.failures + 1
-    return replace(
-        state, failures=failures, start_not_before_s=now_s + backoff_s(failures), last_failure=message
-    )
+    return replace(state, failures=failures, start_not_before_s=now_s + backoff_s(failures), last_failure=message)
 
 
 def plan(
