@@ -187,3 +187,37 @@ async def test_restart_restores_deployed_apis(tmp_path: Path) -> None:
         assert sorted(launch.api for launch in engine.started) == ["echo", "iris"]
     finally:
         await op2.stop()
+
+
+async def test_autoscaler_scales_on_gateway_in_flight_and_logs_events(env: Any, tmp_path: Path) -> None:
+    op, engine, _gateway, clock = env
+    yaml = "apis:\n  - name: iris\n    autoscaling: {max_replicas: 5, target_in_flight: 1}\n"
+    await op.deploy(project(tmp_path / "p", yaml))
+    await tick(op, clock)
+    integral = 0.0
+    for _ in range(8):  # 8 s of a steady 4 requests in flight: panic mode scales up at once
+        clock.now += 1.0
+        integral += 4.0
+        op.autoscale({"apis": {"iris": {"in_flight": 4, "in_flight_seconds": integral}}}, 1)
+    assert op.apis["iris"].desired == 4
+    scaling = op.store.events("iris", kind="scaling")
+    assert scaling and scaling[-1].data is not None and scaling[-1].data["desired"] == 4
+    await tick(op, clock)
+    assert len(engine.started) == 4
+    assert op.describe("iris", detail=True)["autoscaling"]["desired"] == 4
+
+
+async def test_scale_to_zero_after_idle(env: Any, tmp_path: Path) -> None:
+    op, _engine, _gateway, clock = env
+    yaml = "apis:\n  - name: iris\n    autoscaling: {min_replicas: 0, scale_to_zero_after: 30s}\n"
+    await op.deploy(project(tmp_path / "p", yaml))
+    assert op.apis["iris"].desired == 1
+    for _ in range(40):
+        clock.now += 1.0
+        op.autoscale({"apis": {"iris": {"in_flight": 0, "in_flight_seconds": 0.0}}}, 1)
+    assert op.apis["iris"].desired == 0
+    await tick(op, clock)
+    assert op.describe("iris")["status"] == "scaled to zero"
+    clock.now += 1.0
+    op.autoscale({"apis": {"iris": {"in_flight": 1, "in_flight_seconds": 1.0}}}, 1)  # a request is held
+    assert op.apis["iris"].desired == 1

@@ -67,6 +67,9 @@ def api_rows(apis: list[dict[str, Any]]) -> str:
 
 def api_detail(a: dict[str, Any]) -> str:
     out = [api_rows([a]), "", f"endpoint: {a['endpoint']}", f"revision: {a['revision']}"]
+    scaling = a.get("autoscaling")
+    if scaling:
+        out.append(f"autoscaling: {scaling.get('summary', '-')}")
     err = a.get("error")
     if err:
         out += ["", f"error: {err.get('message')}"]

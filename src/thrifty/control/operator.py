@@ -23,6 +23,7 @@ import httpx
 from thrifty.config.loader import CONFIG_NAMES, parse_text
 from thrifty.control.gateway_link import Gateway
 from thrifty.control.home import Home
+from thrifty.control.scaling import ApiScaler, keep_seconds
 from thrifty.control.store import Store
 from thrifty.control.traffic import TrafficHistory
 from thrifty.engines.base import Engine, ReplicaLaunch, ReplicaObservation
@@ -98,6 +99,8 @@ class Operator:
         self._wake = asyncio.Event()
         self._api_keys: dict[str, list[str]] = {}
         self._recorded: set[str] = set()
+        self._scalers: dict[str, ApiScaler] = {}
+        self._scaler_generation = 0
 
     # lifecycle ---------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -228,6 +231,8 @@ class Operator:
             ]
             out["revisions"] = [{"revision": r, "created": c} for r, c in self.store.revisions(name)]
             out["rollout"] = rt.last_plan
+            scaler = self._scalers.get(name)
+            out["autoscaling"] = scaler.last_decision if scaler is not None else None
             out["config"] = rt.spec.config_json
         return out
 
@@ -389,3 +394,31 @@ class Operator:
             if generation != self.gateway.generation:
                 continue
             self.traffic.add(time.monotonic(), stats)
+            try:
+                self.autoscale(stats, generation)
+            except Exception:  # a policy bug must not stop metrics collection
+                log.exception("autoscaling tick failed")
+
+    def autoscale(self, stats: dict[str, Any], generation: int) -> None:
+        """One autoscaler tick for every API, from one gateway snapshot."""
+        now = self.clock()
+        apis = stats.get("apis", {})
+        for name in list(self._scalers):
+            if name not in self.apis:
+                del self._scalers[name]
+        changed = False
+        for name, rt in self.apis.items():
+            api = rt.spec.config
+            scaler = self._scalers.setdefault(name, ApiScaler())
+            if generation != self._scaler_generation:
+                scaler.reset_signal()
+            scaler.observe(now, apis.get(name, {}), keep_seconds(api))
+            decision = scaler.tick(api, rt.desired, now)
+            if decision.desired != rt.desired:
+                summary = str(decision.reason.get("summary", f"{rt.desired} -> {decision.desired}"))
+                self.store.add_event(name, "scaling", summary, now, decision.reason)
+                rt.desired = decision.desired
+                changed = True
+        self._scaler_generation = generation
+        if changed:
+            self._wake.set()

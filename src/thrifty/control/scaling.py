@@ -1,0 +1,53 @@
+"""Feeding the autoscaling policy: per-API in-flight samples and policy state, one tick a second.
+
+The signal is the API's average in-flight requests over the last second (queued + executing in replicas
++ held at the gateway). The gateway keeps a cumulative integral of in-flight over time
+(``in_flight_seconds``), so the average between two snapshots is exact however bursty the traffic;
+without it the instantaneous count is used.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from thrifty.config.schema import ApiConfig
+from thrifty.policy.autoscaling import AutoscalerState, ScalingDecision, decide
+
+
+@dataclass
+class ApiScaler:
+    samples: deque[tuple[float, float]] = field(default_factory=deque)
+    state: AutoscalerState = field(default_factory=AutoscalerState)
+    last_integral: tuple[float, float] | None = None  # (t_s, in_flight_seconds) of the previous snapshot
+    last_decision: dict[str, Any] | None = None
+
+    def observe(self, t_s: float, api_stats: dict[str, Any], keep_s: float) -> float:
+        """Turn one gateway snapshot of this API into an in-flight sample; returns the sample."""
+        value = float(api_stats.get("in_flight", 0))
+        integral = api_stats.get("in_flight_seconds")
+        if integral is not None:
+            integral = float(integral)
+            prev = self.last_integral
+            if prev is not None and t_s > prev[0] and integral >= prev[1]:
+                value = (integral - prev[1]) / (t_s - prev[0])
+            self.last_integral = (t_s, integral)
+        self.samples.append((t_s, value))
+        while self.samples and self.samples[0][0] < t_s - keep_s:
+            self.samples.popleft()
+        return value
+
+    def reset_signal(self) -> None:
+        """The gateway restarted: its cumulative counters began again."""
+        self.last_integral = None
+
+    def tick(self, api: ApiConfig, current: int, now_s: float) -> ScalingDecision:
+        decision = decide(api.autoscaling, api.target_in_flight, list(self.samples), current, self.state, now_s)
+        self.state = decision.state
+        self.last_decision = decision.reason
+        return decision
+
+
+def keep_seconds(api: ApiConfig) -> float:
+    return max(api.autoscaling.window, api.autoscaling.panic_window) + 2.0
