@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from thrifty.errors import NotFoundError, ThriftyError
+from thrifty.config.schema import ModelsConfig
+from thrifty.errors import ConfigError, NotFoundError, PredictorLoadError, ThriftyError
 from thrifty.models import (
     LoadedModel,
     ModelCache,
@@ -22,7 +23,9 @@ from thrifty.models import (
     ModelLoadError,
     ModelNameError,
     ModelNotFoundError,
+    ModelRepository,
     ModelTooLargeError,
+    model_cache_from_config,
     parse_model_ref,
     parse_version,
     validate_model_name,
@@ -638,3 +641,40 @@ async def test_cache_folder_symlinked_outside_is_refused(
         async with cache.acquire("a"):
             pass
     assert os.listdir(outside) == []
+
+
+# -- building from config ---------------------------------------------------------------------------------
+
+
+class SizedPredictor:
+    def load_model(self, path: str) -> bytes:
+        return Path(path, "weights.bin").read_bytes()
+
+    def model_size(self, model: bytes) -> int:
+        return 3 * len(model)
+
+
+async def test_model_cache_from_config(tmp_path: Path, source: FakeModelSource, clock: FakeClock) -> None:
+    config = ModelsConfig(source="ignored-when-a-source-is-given", cache_bytes=700, preload=["a", "b/1"])
+    cache = model_cache_from_config(config, SizedPredictor(), str(tmp_path / "cache"), clock=clock, source=source)
+    assert await cache.preload(config.preload) == {}
+    snap = cache.snapshot()
+    assert snap["memory"] == {"count": 2, "bytes": 600, "max_count": None, "max_bytes": 700}
+
+
+def test_model_cache_from_config_needs_load_model(tmp_path: Path, clock: FakeClock) -> None:
+    config = ModelsConfig(source=str(tmp_path), cache_size=1)
+    with pytest.raises(PredictorLoadError, match="load_model"):
+        model_cache_from_config(config, object(), str(tmp_path / "cache"), clock=clock)
+
+
+@pytest.mark.parametrize("uri", ["nope://bucket/models", "gs://bucket/models"])
+def test_unusable_source_is_a_config_error(uri: str) -> None:
+    with pytest.raises(ConfigError, match=r"models\.source"):
+        ModelRepository(uri)
+
+
+def test_missing_local_source(tmp_path: Path) -> None:
+    repo = ModelRepository(str(tmp_path / "missing"))
+    with pytest.raises(ModelNotFoundError, match="does not exist"):
+        repo.list_models()

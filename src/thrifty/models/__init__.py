@@ -8,6 +8,7 @@ from thrifty.models.errors import (
     ModelNotFoundError,
     ModelTooLargeError,
 )
+from thrifty.models.from_config import model_cache_from_config
 from thrifty.models.names import ModelKey, parse_model_ref, parse_version, validate_model_name
 from thrifty.models.repository import ModelRepository
 from thrifty.models.source import ModelSource
@@ -23,6 +24,7 @@ __all__ = [
     "ModelRepository",
     "ModelSource",
     "ModelTooLargeError",
+    "model_cache_from_config",
     "parse_model_ref",
     "parse_version",
     "validate_model_name",

@@ -15,6 +15,7 @@ from urllib.parse import unquote
 import fsspec
 from fsspec.spec import AbstractFileSystem
 
+from thrifty.errors import ConfigError
 from thrifty.models.errors import ModelLoadError, ModelNotFoundError
 from thrifty.models.names import is_valid_model_name, validate_model_name, version_from_dir_name
 
@@ -24,10 +25,19 @@ class ModelRepository:
 
     def __init__(self, source: str, storage_options: dict[str, Any] | None = None) -> None:
         if not source:
-            raise ModelLoadError("model source is empty")
+            raise ConfigError("models.source is empty")
         self.source = source
-        # Our own instance (not fsspec's shared one), so clearing its listing cache affects no one else.
-        fs, root = fsspec.core.url_to_fs(source, skip_instance_cache=True, **(storage_options or {}))
+        try:
+            # Our own instance (not fsspec's shared one), so clearing its listing cache affects no one else.
+            fs, root = fsspec.core.url_to_fs(source, skip_instance_cache=True, **(storage_options or {}))
+        except ImportError as exc:
+            raise ConfigError(
+                f"models.source {source!r} needs a package that is not installed: {exc} "
+                "(s3:// and http(s):// sources: pip install 'thrifty[s3]')",
+                details={"source": source},
+            ) from exc
+        except ValueError as exc:
+            raise ConfigError(f"models.source {source!r}: {exc}", details={"source": source}) from exc
         self._fs: AbstractFileSystem = fs
         self._http = source.startswith(("http://", "https://"))
         self._root = root.rstrip("/") if root.rstrip("/") else root
@@ -36,7 +46,13 @@ class ModelRepository:
         return f"ModelRepository({self.source!r})"
 
     def list_models(self) -> list[str]:
-        names = {self._base(e["name"]) for e in self._ls(self._path()) if e.get("type") == "directory"}
+        try:
+            entries = self._ls(self._path())
+        except FileNotFoundError as exc:
+            raise ModelNotFoundError(
+                f"model source {self.source!r} does not exist", details={"source": self.source}
+            ) from exc
+        names = {self._base(e["name"]) for e in entries if e.get("type") == "directory"}
         return sorted(n for n in names if is_valid_model_name(n))
 
     def list_versions(self, name: str) -> list[int]:
