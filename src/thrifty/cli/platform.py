@@ -57,6 +57,9 @@ def run(ctx: click.Context, path: str, host: str, port: int) -> None:
     """Run the platform in the foreground, deploy PATH and stream its logs; Ctrl-C drains and stops."""
     home = home_of(ctx)
     Client.validate(path)  # fail before starting anything
+    # Ctrl-C (or SIGTERM, e.g. from a process manager) drains and stops, even where SIGINT was ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     proc = launcher.start(home, host=host, port=port, detach=False)
     try:
         with Client(home.root) as client:

@@ -1,0 +1,111 @@
+"""`thrifty run` in the foreground with Ctrl-C, and `thrifty up` after the operator was killed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+THRIFTY = str(Path(sys.executable).parent / "thrifty")
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][:1] != "Z"
+    except OSError:
+        return False
+
+
+def platform_pids(home: Path) -> list[int]:
+    """Every live process whose command line mentions this platform's folder."""
+    out = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmd = (proc / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if str(home).encode() in cmd and alive(int(proc.name)):
+                out.append(int(proc.name))
+    return out
+
+
+def wait_for(predicate: Any, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def test_run_foreground_then_ctrl_c_drains_and_stops(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    env = {**os.environ, "THRIFTY_HOME": str(home)}
+    proc = subprocess.Popen(
+        [THRIFTY, "run", str(EXAMPLES / "echo"), "--port", "0"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()  # "echo: live at http://..."
+        assert "echo: live at http://127.0.0.1:" in line, line
+        url = line.split(" at ", 1)[1].strip()
+        assert httpx.post(url, json={"x": 1}, timeout=10).json() == {"x": 1}
+        assert len(platform_pids(home)) >= 2  # operator + gateway + replica (the replica names its spec file)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 0
+        _, err = proc.communicate(timeout=5)
+        assert "draining" in err and "stopped" in err
+        wait_for(lambda: not platform_pids(home), 10, "every platform process to exit")
+        assert not (home / "operator.json").exists()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_up_after_operator_crash_restarts_what_was_deployed(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    env = {**os.environ, "THRIFTY_HOME": str(home)}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([THRIFTY, *args], env=env, capture_output=True, text=True, timeout=120, check=True)
+
+    cli("up", "--port", "0")
+    try:
+        cli("deploy", str(EXAMPLES / "echo"))
+        info = orjson.loads((home / "operator.json").read_bytes())
+        before = platform_pids(home)
+        os.kill(info["pid"], signal.SIGKILL)  # the operator dies; its gateway and replica are orphaned
+        wait_for(lambda: not alive(info["pid"]), 10, "the operator to die")
+        assert any(alive(p) for p in before if p != info["pid"])
+
+        cli("up", "--port", "0")  # cleans up the orphans, restarts the deployed API
+        cli("deploy", str(EXAMPLES / "echo"))  # unchanged project: waits until live again
+        after = orjson.loads((home / "operator.json").read_bytes())
+        for pid in before:
+            assert not alive(pid) or pid in platform_pids(home) and pid == after["pid"]
+        url = f"http://127.0.0.1:{after['gateway_port']}/echo"
+        assert httpx.post(url, json={"back": True}, timeout=10).json() == {"back": True}
+        events = orjson.loads(cli("events", "echo", "-o", "json").stdout)
+        assert any(e["kind"] == "restored" for e in events)
+    finally:
+        subprocess.run([THRIFTY, "down"], env=env, capture_output=True, timeout=120, check=False)
+    wait_for(lambda: not platform_pids(home), 10, "every platform process to exit")
