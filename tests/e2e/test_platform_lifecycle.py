@@ -101,7 +101,7 @@ def test_up_after_operator_crash_restarts_what_was_deployed(tmp_path: Path) -> N
         cli("deploy", str(EXAMPLES / "echo"))  # unchanged project: waits until live again
         after = orjson.loads((home / "operator.json").read_bytes())
         for pid in before:
-            assert not alive(pid) or pid in platform_pids(home) and pid == after["pid"]
+            assert not alive(pid) or (pid in platform_pids(home) and pid == after["pid"])
         url = f"http://127.0.0.1:{after['gateway_port']}/echo"
         assert httpx.post(url, json={"back": True}, timeout=10).json() == {"back": True}
         events = orjson.loads(cli("events", "echo", "-o", "json").stdout)
