@@ -99,10 +99,12 @@ class AdminApi:
         return await self._op.deploy(body, config)
 
     async def _list(self, m: re.Match[str], q: dict[str, list[str]], body: bytes) -> Any:
+        await self._op.refresh_traffic()
         return {"apis": self._op.list_apis()}
 
     async def _get(self, m: re.Match[str], q: dict[str, list[str]], body: bytes) -> Any:
         name = m["name"]
+        await self._op.refresh_traffic()
         out = self._op.describe(name, detail=True)
         out["events"] = [e.to_dict() for e in self._op.store.events(name, limit=10)]
         return out

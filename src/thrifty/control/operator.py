@@ -399,6 +399,16 @@ class Operator:
             except Exception:  # a policy bug must not stop metrics collection
                 log.exception("autoscaling tick failed")
 
+    async def refresh_traffic(self) -> None:
+        """Take a fresh gateway snapshot so that `thrifty get` right after a request counts it."""
+        generation = self.gateway.generation
+        try:
+            stats = await self.gateway.stats()
+        except httpx.HTTPError:
+            return
+        if generation == self.gateway.generation:
+            self.traffic.add(time.monotonic(), stats)
+
     def autoscale(self, stats: dict[str, Any], generation: int) -> None:
         """One autoscaler tick for every API, from one gateway snapshot."""
         now = self.clock()
