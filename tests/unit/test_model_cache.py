@@ -186,6 +186,9 @@ async def test_hit_miss_and_lru_eviction(
     snap = cache.snapshot()
     assert snap["models"]["a"]["hits"] == 2
     assert snap["models"]["a"]["misses"] == 1
+    assert snap["models"]["a"]["load_seconds_count"] == 1
+    assert snap["models"]["b"]["load_seconds_count"] == 2
+    assert snap["models"]["b"]["downloads"] == 1
     assert snap["models"]["b"]["misses"] == 2
     assert snap["models"]["b"]["memory_evictions"] == 1
     assert snap["models"]["c"]["memory_evictions"] == 1
@@ -340,15 +343,24 @@ async def test_cancelled_waiter_does_not_cancel_the_load_or_leak_a_pin(
 # -- budgets and pins -------------------------------------------------------------------------------------
 
 
-async def test_byte_budgets_are_never_exceeded(tmp_path: Path, loader: Loader, clock: FakeClock) -> None:
+BUDGETS = {
+    "bytes": {"cache_bytes": 700, "disk_cache_bytes": 1500},
+    "counts": {"cache_size": 3, "disk_cache_size": 5},
+    "both": {"cache_size": 4, "cache_bytes": 600, "disk_cache_size": 8, "disk_cache_bytes": 1200},
+}
+
+
+@pytest.mark.parametrize("budget", list(BUDGETS))
+async def test_budgets_are_never_exceeded(tmp_path: Path, loader: Loader, clock: FakeClock, budget: str) -> None:
+    limits = BUDGETS[budget]
     rng = random.Random(7)
     source = FakeModelSource()
     sizes = {f"m{i}": rng.randint(10, 300) for i in range(30)}
     for name, size in sizes.items():
         source.put(name, 1, {"w": blob(size, name), "meta/cfg": blob(7, name)})
-    mem_max, disk_max = 700, 1500
-    cache = make_cache(tmp_path, source, loader, clock, cache_bytes=mem_max, disk_cache_bytes=disk_max, room_wait_s=30)
+    cache = make_cache(tmp_path, source, loader, clock, room_wait_s=30, **limits)
     cache_dir = str(tmp_path / "cache")
+    inf = 10**12
     observations = 0
     # One worker thread: file operations of the cache and the probe's walk of the folder cannot interleave
     # (a walk during a rename could count a download twice).
@@ -356,15 +368,25 @@ async def test_byte_budgets_are_never_exceeded(tmp_path: Path, loader: Loader, c
     loop = asyncio.get_running_loop()
     loop.set_default_executor(executor)
 
+    def on_disk() -> tuple[int, int]:
+        """(version folders, bytes) really in the cache folder, temp folders included."""
+        folders = sum(
+            1 if n.startswith(".") else len(os.listdir(os.path.join(cache_dir, n))) for n in os.listdir(cache_dir)
+        )
+        return folders, tree_bytes(cache_dir)
+
     async def check() -> None:
         nonlocal observations
         observations += 1
         snap = cache.snapshot()
-        assert snap["memory"]["bytes"] <= mem_max
-        assert snap["disk"]["bytes"] <= disk_max
-        assert sum(h["bytes"] for h in snap["held"]) <= mem_max
-        # What is really on disk, temp folders included.
-        assert await loop.run_in_executor(None, tree_bytes, cache_dir) <= disk_max
+        assert snap["memory"]["count"] <= limits.get("cache_size", inf)
+        assert snap["memory"]["bytes"] <= limits.get("cache_bytes", inf)
+        assert snap["disk"]["count"] <= limits.get("disk_cache_size", inf)
+        assert snap["disk"]["bytes"] <= limits.get("disk_cache_bytes", inf)
+        assert sum(h["bytes"] for h in snap["held"]) <= limits.get("cache_bytes", inf)
+        folders, disk_bytes = await loop.run_in_executor(None, on_disk)
+        assert folders <= limits.get("disk_cache_size", inf)
+        assert disk_bytes <= limits.get("disk_cache_bytes", inf)
 
     loader.probe = check
     names = list(sizes)
@@ -389,8 +411,22 @@ async def test_byte_budgets_are_never_exceeded(tmp_path: Path, loader: Loader, c
     assert sum(m["memory_evictions"] for m in snap["models"].values()) > 0
     assert sum(m["disk_evictions"] for m in snap["models"].values()) > 0
     # The books match the folders.
-    on_disk = sorted(f"{n}/{v}" for n in os.listdir(cache_dir) for v in os.listdir(os.path.join(cache_dir, n)))
-    assert on_disk == sorted(f"{n}/1" for n, m in snap["models"].items() if m["disk_bytes"])
+    folders = sorted(f"{n}/{v}" for n in os.listdir(cache_dir) for v in os.listdir(os.path.join(cache_dir, n)))
+    assert folders == sorted(f"{n}/1" for n, m in snap["models"].items() if m["disk_bytes"])
+
+
+async def test_load_seconds_use_the_given_clock(tmp_path: Path, source: FakeModelSource, clock: FakeClock) -> None:
+    def slow_load(path: str) -> str:
+        clock.now += 0.25
+        return path
+
+    cache = make_cache(tmp_path, source, slow_load, clock, cache_size=1)
+    for name in ["a", "b", "a"]:
+        async with cache.acquire(name):
+            pass
+    stats = cache.snapshot()["models"]["a"]
+    assert stats["load_seconds_count"] == 2
+    assert stats["load_seconds_sum"] == pytest.approx(0.5)
 
 
 async def test_disk_lru_by_count(tmp_path: Path, source: FakeModelSource, loader: Loader, clock: FakeClock) -> None:

@@ -312,7 +312,7 @@ class ModelCache:
         mem_slot.pins = flight.waiters
         flight.committed = True
         self._memory.touch(mem_slot, self._clock())
-        stats.loads += 1
+        stats.load_seconds_count += 1
         stats.load_seconds_sum += max(0.0, self._clock() - started_s)
 
     def _record_failure(self, key: ModelKey, stats: ModelStats, exc: Exception) -> ThriftyError:
