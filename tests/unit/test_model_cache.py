@@ -4,6 +4,7 @@ negative caching, versions and crash safety. Fake source, fake clock, real files
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import random
 from collections.abc import Awaitable, Callable
@@ -714,3 +715,31 @@ def test_missing_local_source(tmp_path: Path) -> None:
     repo = ModelRepository(str(tmp_path / "missing"))
     with pytest.raises(ModelNotFoundError, match="does not exist"):
         repo.list_models()
+
+
+async def test_failed_load_with_every_waiter_cancelled_is_not_an_unhandled_error(
+    tmp_path: Path, source: FakeModelSource, loader: Loader, clock: FakeClock
+) -> None:
+    unhandled: list[dict[str, Any]] = []
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda _loop, context: unhandled.append(context))
+    cache = make_cache(tmp_path, source, loader, clock, cache_size=1)
+    loader.gate = asyncio.Event()
+    loader.broken.add("a")
+
+    async def request() -> None:
+        async with cache.acquire("a"):
+            pass
+
+    waiter = asyncio.create_task(request())
+    await wait_for_waiters(cache, 1)
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    loader.gate.set()
+    await until(lambda: asyncio.all_tasks() == {asyncio.current_task()})  # the load task has ended
+    gc.collect()
+    assert unhandled == []
+    with pytest.raises(ModelLoadError):  # the failure was still recorded
+        async with cache.acquire("a"):
+            pass

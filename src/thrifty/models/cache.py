@@ -37,7 +37,7 @@ from typing import Any
 from thrifty.errors import ThriftyError
 from thrifty.models.disk_store import DiskStore
 from thrifty.models.errors import ModelCacheBusyError, ModelLoadError, ModelNotFoundError, ModelTooLargeError
-from thrifty.models.failures import FailureMemory, copy_error
+from thrifty.models.failures import FailureMemory, copy_error, retrieve_outcome
 from thrifty.models.names import ModelKey, parse_model_ref
 from thrifty.models.room import Tiers, set_size
 from thrifty.models.source import ModelSource
@@ -239,6 +239,7 @@ class ModelCache:
         if flight is None:
             # The task starts on the next loop turn, after the flight is registered.
             flight = _Flight(asyncio.create_task(self._load(key)))
+            flight.task.add_done_callback(retrieve_outcome)
             self._flights[key] = flight
         flight.waiters += 1
         try:

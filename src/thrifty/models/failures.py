@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from thrifty.errors import ThriftyError
 
@@ -57,3 +59,9 @@ class FailureMemory:
 def copy_error(error: ThriftyError, **details: object) -> ThriftyError:
     """A fresh instance, so tracebacks of different requests do not pile up on one shared exception."""
     return type(error)(error.message, details={**error.details, **details})
+
+
+def retrieve_outcome(task: asyncio.Task[Any]) -> None:
+    """Mark a shared task's exception as seen: when every waiter was cancelled, nobody else reads it."""
+    if not task.cancelled():
+        task.exception()

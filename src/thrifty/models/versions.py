@@ -11,7 +11,7 @@ import asyncio
 
 from thrifty.errors import ThriftyError
 from thrifty.models.errors import ModelLoadError, ModelNotFoundError
-from thrifty.models.failures import FailureMemory, copy_error
+from thrifty.models.failures import FailureMemory, copy_error, retrieve_outcome
 from thrifty.models.names import ModelKey, parse_version, validate_model_name
 from thrifty.models.source import ModelSource
 
@@ -73,6 +73,7 @@ class VersionIndex:
                     del self._listings[name]
 
             task.add_done_callback(done)
+            task.add_done_callback(retrieve_outcome)
         return await asyncio.shield(task)
 
     async def _list(self, name: str) -> tuple[int, ...]:
