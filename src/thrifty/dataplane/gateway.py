@@ -24,7 +24,14 @@ from collections.abc import Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from thrifty.dataplane.gateway_routes import DEFAULT_MAX_PAYLOAD, ApiRoute, RoutesDoc, build_routes, removed_endpoints
+from thrifty.dataplane.gateway_routes import (
+    DEFAULT_MAX_PAYLOAD,
+    ApiRoute,
+    ReplicaState,
+    RoutesDoc,
+    build_routes,
+    removed_endpoints,
+)
 from thrifty.dataplane.gateway_stats import GatewayCollector
 from thrifty.dataplane.http_messages import Headers, Request, Response, error_response, json_response
 from thrifty.dataplane.upstream import (
@@ -78,7 +85,8 @@ class GatewayApp:
             self._pool.close_host(host, port)
 
     def stats_json(self) -> dict[str, object]:
-        return {"apis": {r.name: r.stats.to_json(r) for r in self.routes.values()}}
+        now = self._clock()
+        return {"apis": {r.name: r.stats.to_json(r, now) for r in self.routes.values()}}
 
     # -- HTTP ----------------------------------------------------------------------------------------------
     def body_limit(self, request: Request) -> int:
@@ -135,13 +143,15 @@ class GatewayApp:
             resp = error_response(
                 401, "unauthorized", "missing or wrong API key", rid, [(b"www-authenticate", b"Bearer")]
             )
-        else:
-            stats.in_flight += 1
-            try:
-                resp = await self._proxy(request, route, fwd_path, rid, start)
-            finally:
-                stats.in_flight -= 1
-        stats.record(resp.status, self._clock() - start)
+            stats.record(resp.status, self._clock() - start)
+            return resp
+        stats.enter(start)
+        try:
+            resp = await self._proxy(request, route, fwd_path, rid, start)
+        finally:
+            end = self._clock()
+            stats.leave(end)
+        stats.record(resp.status, end - start)
         return resp
 
     def _head_rest(self, request: Request, route: ApiRoute, rid: bytes) -> bytes:
@@ -164,11 +174,17 @@ class GatewayApp:
         body = request.body
         deadline = start + route.timeout_s + self._margin_s
         replicas = route.replicas
-        tried: set[int] = set()
+        tried: list[ReplicaState] = []
+        tried_idx: set[int] = set()
         now = start
         why = "no replica is ready"
         while True:
-            idx = choose_replica(replicas, self._rng, now, tried)
+            if tried:
+                # A retry routes on the table as it is now: a push may have added replicas or marked some
+                # draining since the first attempt.
+                replicas = self.routes.get(route.name_bytes, route).replicas
+                tried_idx = {i for i, r in enumerate(replicas) if r in tried}
+            idx = choose_replica(replicas, self._rng, now, tried_idx)
             if idx is None:
                 break
             rep = replicas[idx]
@@ -198,7 +214,7 @@ class GatewayApp:
                 why = f"replica {rep.id} is draining"
             finally:
                 rep.in_flight -= 1
-            tried.add(idx)
+            tried.append(rep)
             route.stats.retries += 1
             now = self._clock()
         return error_response(

@@ -53,7 +53,7 @@ class ReplicaState:
 
 
 class ApiRoute:
-    __slots__ = ("key_hashes", "max_payload", "name", "replicas", "stats", "timeout_s")
+    __slots__ = ("key_hashes", "max_payload", "name", "name_bytes", "replicas", "stats", "timeout_s")
 
     def __init__(
         self,
@@ -65,6 +65,7 @@ class ApiRoute:
         stats: ApiStats,
     ) -> None:
         self.name = name
+        self.name_bytes = name.encode("utf-8")
         self.replicas = replicas
         self.key_hashes = key_hashes
         self.max_payload = max_payload

@@ -22,15 +22,32 @@ LATENCY_BOUNDS_S: tuple[float, ...] = (
 
 
 class ApiStats:
-    __slots__ = ("buckets", "codes", "count", "in_flight", "retries", "sum_s")
+    __slots__ = ("_in_flight_integral", "_last_change_s", "buckets", "codes", "count", "in_flight", "retries", "sum_s")
 
     def __init__(self) -> None:
         self.in_flight = 0
+        # Integral of in_flight over time: the operator divides its growth between two snapshots by the time
+        # between them and gets the exact average in-flight, however bursty the traffic.
+        self._in_flight_integral = 0.0
+        self._last_change_s = 0.0
         self.codes = [0, 0, 0, 0, 0, 0]  # responses by status // 100
         self.buckets = [0] * (len(LATENCY_BOUNDS_S) + 1)  # last = +Inf
         self.sum_s = 0.0
         self.count = 0
         self.retries = 0
+
+    def enter(self, now_s: float) -> None:
+        self._in_flight_integral += self.in_flight * (now_s - self._last_change_s)
+        self._last_change_s = now_s
+        self.in_flight += 1
+
+    def leave(self, now_s: float) -> None:
+        self._in_flight_integral += self.in_flight * (now_s - self._last_change_s)
+        self._last_change_s = now_s
+        self.in_flight -= 1
+
+    def in_flight_seconds(self, now_s: float) -> float:
+        return self._in_flight_integral + self.in_flight * max(0.0, now_s - self._last_change_s)
 
     def record(self, status: int, latency_s: float) -> None:
         self.codes[status // 100] += 1
@@ -38,10 +55,11 @@ class ApiStats:
         self.sum_s += latency_s
         self.count += 1
 
-    def to_json(self, route: ApiRoute) -> dict[str, Any]:
+    def to_json(self, route: ApiRoute, now_s: float) -> dict[str, Any]:
         c = self.codes
         return {
             "in_flight": self.in_flight,
+            "in_flight_seconds": self.in_flight_seconds(now_s),
             "requests": {"2xx": c[2], "4xx": c[4], "5xx": c[5]},
             "latency": {
                 "bounds_s": list(LATENCY_BOUNDS_S),
