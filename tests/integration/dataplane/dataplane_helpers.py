@@ -38,6 +38,15 @@ async def eventually(condition: Callable[[], bool], timeout_s: float = 5.0) -> N
     raise AssertionError("condition not reached in time")
 
 
+async def eventually_async(check: Callable[[], Awaitable[bool]], timeout_s: float = 5.0) -> None:
+    """``eventually`` for a check that must await (e.g. another process's stats endpoint)."""
+    for _ in range(int(timeout_s / 0.005)):
+        if await check():
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError("condition not reached in time")
+
+
 class RunningReplica:
     def __init__(self, app: ReplicaApp, server: HttpServer, predictor: LoadedPredictor, runner: ThreadRunner) -> None:
         self.app = app

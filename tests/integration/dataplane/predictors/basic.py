@@ -99,3 +99,17 @@ class NoBatch:
 
     def predict(self, payload: Any) -> Any:
         return payload
+
+
+class SlowInit:
+    """__init__ waits until the file named by config["go_file"] exists (the test controls when loading ends)."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        deadline = time.monotonic() + 20
+        while not os.path.exists(config["go_file"]):
+            if time.monotonic() > deadline:
+                raise TimeoutError("go_file never appeared")
+            time.sleep(0.01)
+
+    def predict(self, payload: Any) -> Any:
+        return {"payload": payload}
