@@ -24,9 +24,9 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from policy_replay import cortex_config, replay_step, thrifty_config  # noqa: E402
+from policy_replay import cortex_config, replay_step, thrifty_config
 
-from thrifty.client import Client  # noqa: E402
+from thrifty.client import Client
 
 HERE = Path(__file__).resolve().parent
 THRIFTY = str(Path(sys.executable).parent / "thrifty")
