@@ -163,13 +163,28 @@ def run_wrk(url: str, connections: int, duration_s: float) -> dict[str, Any]:
     raise SystemExit(f"wrk printed no summary:\n{out}")
 
 
-def measure(url: str, target: str, c: int, duration_s: float, warmup_s: float) -> dict[str, Any]:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure(url: str, target: str, c: int, duration_s: float, warmup_s: float, pids: dict[str, int]) -> dict[str, Any]:
+    """One wrk run; also the CPU each server process spent per request (where the time goes)."""
     run_wrk(url, c, warmup_s)
+    before = {name: cpu_seconds(pid) for name, pid in pids.items()}
     r = run_wrk(url, c, duration_s)
     r.update(target=target, connections=c)
+    r["cpu_us_per_request"] = {
+        name: round((cpu_seconds(pid) - before[name]) / max(1, r["requests"]) * 1e6, 1) for name, pid in pids.items()
+    }
+    cpu = " ".join(f"{name} {us:.0f}us" for name, us in r["cpu_us_per_request"].items())
     print(
         f"  {target:<10} c={c:<3} {r['rps']:>9.0f} req/s   p50 {r['p50_us'] / 1000:6.3f} ms   "
-        f"p99 {r['p99_us'] / 1000:6.3f} ms   errors {r['errors']}",
+        f"p99 {r['p99_us'] / 1000:6.3f} ms   errors {r['errors']}   cpu/request: {cpu}",
         flush=True,
     )
     return r
@@ -198,11 +213,15 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 def report(rows: list[dict[str, Any]]) -> dict[str, Any]:
     by = {(r["target"], r["connections"]): r for r in rows}
-    print("\n| target | conns | req/s | p50 ms | p99 ms | errors |\n|---|---:|---:|---:|---:|---:|")
+    print(
+        "\n| target | conns | req/s | p50 ms | p99 ms | errors | server CPU per request |"
+        "\n|---|---:|---:|---:|---:|---:|---|"
+    )
     for r in rows:
+        cpu = ", ".join(f"{name} {us:.0f} µs" for name, us in r.get("cpu_us_per_request", {}).items())
         print(
             f"| {r['target']} | {r['connections']} | {r['rps']:.0f} | {r['p50_us'] / 1000:.3f} | "
-            f"{r['p99_us'] / 1000:.3f} | {r['errors']} |"
+            f"{r['p99_us'] / 1000:.3f} | {r['errors']} | {cpu} |"
         )
     summary: dict[str, Any] = {}
     base, gw = by.get(("baseline", 32)), by.get(("gateway", 32))
@@ -230,7 +249,11 @@ def main() -> int:
     p.add_argument("--targets", default="baseline,replica,gateway", help="which to measure")
     p.add_argument("--repeat", type=int, default=3, help="rounds; the median round is reported")
     p.add_argument("--json-out", help="also write the rows and the summary as JSON here")
-    p.add_argument("--keep-running", action="store_true", help="start the servers, wait for Enter (e.g. to attach a profiler), then measure")
+    p.add_argument(
+        "--keep-running",
+        action="store_true",
+        help="start the servers, wait for Enter (e.g. to attach a profiler), then measure",
+    )
     args = p.parse_args()
     if shutil.which("wrk") is None:
         print("wrk is not installed. Install it with:  apt-get update && apt-get install -y wrk", file=sys.stderr)
@@ -247,26 +270,30 @@ def main() -> int:
     )
     try:
         urls: dict[str, str] = {}
+        pids: dict[str, dict[str, int]] = {}
         if "baseline" in targets:
             proc, port = start_baseline(tmp / "uvicorn.log")
             procs.append(proc)
             urls["baseline"] = f"http://127.0.0.1:{port}/"
+            pids["baseline"] = {"uvicorn": proc.pid}
         if "replica" in targets or "gateway" in targets:
             rproc, rport = start_replica(tmp, cls, tmp / "replica.log")
             procs.append(rproc)
             if "replica" in targets:
                 urls["replica"] = f"http://127.0.0.1:{rport}/"
+                pids["replica"] = {"replica": rproc.pid}
             if "gateway" in targets:
                 gproc, gport = start_gateway(tmp, rport, tmp / "gateway.log")
                 procs.append(gproc)
                 urls["gateway"] = f"http://127.0.0.1:{gport}/echo"
+                pids["gateway"] = {"gateway": gproc.pid, "replica": rproc.pid}
         if args.keep_running:
             print(f"servers: {urls}; pids {[p.pid for p in procs]}; press Enter to stop", flush=True)
             input()
         for _ in range(args.repeat):
             for c in conns:
                 for target, url in urls.items():
-                    rows.append(measure(url, target, c, args.duration, args.warmup))
+                    rows.append(measure(url, target, c, args.duration, args.warmup, pids[target]))
     finally:
         for proc in procs:
             _stop(proc)

@@ -158,8 +158,10 @@ class GatewayApp:
         """The forwarded request's head after the Host line, and the blank line."""
         parts: list[bytes] = []
         strip_auth = bool(route.key_hashes)  # the key is the gateway's business, not the predictor's
+        connection = request.headers.get(b"connection")
+        listed = {t.strip().lower() for t in connection.split(b",")} if connection else ()
         for name, value in request.headers.items():
-            if name in _HOP_BY_HOP or (strip_auth and name == b"authorization"):
+            if name in _HOP_BY_HOP or name in listed or (strip_auth and name == b"authorization"):
                 continue
             parts += (name, b": ", value, b"\r\n")
         if b"x-request-id" not in request.headers:

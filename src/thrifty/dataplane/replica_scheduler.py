@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 from thrifty.config.schema import ServingConfig
+from thrifty.dataplane.deadlines import Deadlines
 from thrifty.dataplane.predictor_loading import LoadedPredictor
 from thrifty.dataplane.thread_runner import ThreadRunner
 from thrifty.errors import ThriftyError, TimeoutExceededError
@@ -61,6 +63,20 @@ class _Job:
         self.running = False
 
 
+class _Expiry:
+    """The deadline of an async predict() running in its request's task."""
+
+    __slots__ = ("fired", "task")
+
+    def __init__(self, task: asyncio.Task[Any]) -> None:
+        self.task = task
+        self.fired = False
+
+    def fire(self) -> None:
+        self.fired = True
+        self.task.cancel()
+
+
 class PredictScheduler:
     def __init__(
         self,
@@ -85,6 +101,7 @@ class PredictScheduler:
         self._batch_timer_at = 0.0
         self._tasks: set[asyncio.Task[None]] = set()
         self._idle: asyncio.Event | None = None
+        self._deadlines = Deadlines(clock)
         self.draining = False
 
     # -- figures ------------------------------------------------------------------------------------------
@@ -119,19 +136,18 @@ class PredictScheduler:
         if decision is RUN_NOW:
             self._executing += 1
         else:
-            await self._wait_for_slot(loop)
-        remaining = deadline - self._clock()
-        if remaining <= 0:
+            await self._wait_for_slot(loop, deadline)
+        if self._clock() >= deadline:
             self._release()
             raise _timeout(self._timeout_s)
         if self._p.predict_is_async:
-            return await self._run_async(payload, remaining)
-        return await self._run_sync(loop, payload, remaining)
+            return await self._run_async(payload, deadline)
+        return await self._run_sync(loop, payload, deadline)
 
-    async def _wait_for_slot(self, loop: asyncio.AbstractEventLoop) -> None:
+    async def _wait_for_slot(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
         waiter: asyncio.Future[None] = loop.create_future()
         self._waiters.append(waiter)
-        timer = loop.call_later(self._timeout_s, self._expire_waiter, waiter)
+        self._deadlines.add(waiter, deadline, functools.partial(self._expire_waiter, waiter))
         try:
             await waiter
         except asyncio.CancelledError:
@@ -143,7 +159,7 @@ class PredictScheduler:
                 self._check_idle()
             raise
         finally:
-            timer.cancel()
+            self._deadlines.discard(waiter)
 
     def _expire_waiter(self, waiter: asyncio.Future[None]) -> None:
         if not waiter.done():
@@ -164,21 +180,28 @@ class PredictScheduler:
         if self._idle is not None:
             self._check_idle()
 
-    async def _run_async(self, payload: Any, remaining_s: float) -> Any:
-        cm = asyncio.timeout(remaining_s)
+    async def _run_async(self, payload: Any, deadline: float) -> Any:
+        task = asyncio.current_task()
+        if task is None:
+            raise RuntimeError("no current task")
+        expiry = _Expiry(task)
+        # Registered only around the predictor's await: whenever the sweep runs and finds it, the task is
+        # suspended inside predict(), so the cancellation lands there and nowhere else.
+        self._deadlines.add(expiry, deadline, expiry.fire)
         try:
-            async with cm:
-                return await self._p.predict(payload)
-        except TimeoutError as exc:
-            if cm.expired():
+            return await self._p.predict(payload)
+        except asyncio.CancelledError:
+            if expiry.fired:
+                task.uncancel()
                 raise _timeout(self._timeout_s) from None
-            raise PredictorFailedError(exc) from exc
+            raise
         except Exception as exc:
             raise PredictorFailedError(exc) from exc
         finally:
+            self._deadlines.discard(expiry)
             self._release()
 
-    async def _run_sync(self, loop: asyncio.AbstractEventLoop, payload: Any, remaining_s: float) -> Any:
+    async def _run_sync(self, loop: asyncio.AbstractEventLoop, payload: Any, deadline: float) -> Any:
         fut: asyncio.Future[Any] = loop.create_future()
         release = self._release
 
@@ -193,23 +216,23 @@ class PredictScheduler:
         if self._runner is None:
             raise RuntimeError("a sync predictor needs a ThreadRunner")
         self._runner.submit(self._p.predict, payload, outcome)
-        timer = loop.call_later(remaining_s, _expire_future, fut, self._timeout_s)
+        self._deadlines.add(fut, deadline, functools.partial(_expire_future, fut, self._timeout_s))
         try:
             return await fut
         finally:
-            timer.cancel()
+            self._deadlines.discard(fut)
 
     # -- batching -----------------------------------------------------------------------------------------
     async def _run_batched(self, payload: Any) -> Any:
         loop = asyncio.get_running_loop()
         job = _Job(payload, loop.create_future(), self._clock())
         self._jobs.append(job)
-        timer = loop.call_later(self._timeout_s, self._expire_job, job)
+        self._deadlines.add(job, job.arrival_s + self._timeout_s, functools.partial(self._expire_job, job))
         self._pump_batches()
         try:
             return await job.fut
         finally:
-            timer.cancel()
+            self._deadlines.discard(job)
 
     def _expire_job(self, job: _Job) -> None:
         if job.fut.done():
@@ -291,6 +314,7 @@ class PredictScheduler:
         self._check_idle()
 
     def close(self) -> None:
+        self._deadlines.close()
         if self._batch_timer is not None:
             self._batch_timer.cancel()
             self._batch_timer = None

@@ -25,6 +25,7 @@ from typing import ClassVar
 
 import httptools
 
+from thrifty.dataplane.deadlines import Deadlines
 from thrifty.dataplane.http_messages import Headers
 from thrifty.errors import ThriftyError
 
@@ -169,22 +170,26 @@ class UpstreamPool:
         self._max_idle_s = max_idle_s
         self._connect_timeout_s = connect_timeout_s
         self._closed = False
+        self._deadlines: Deadlines | None = None
 
     async def request(self, host: str, port: int, data: bytes, timeout_s: float) -> UpstreamResponse:
         """Send ``data`` (a complete request: head and body) and return the complete response."""
         loop = asyncio.get_running_loop()
         now = loop.time()
+        deadlines = self._deadlines
+        if deadlines is None:
+            deadlines = self._deadlines = Deadlines(loop.time)
         key = (host, port)
         conn = self._take_idle(key, now)
         if conn is None:
             conn = await self._connect(loop, key, min(timeout_s, self._connect_timeout_s))
         self._busy.add(conn)
         waiter = conn.start(loop, data)
-        timer = loop.call_at(now + timeout_s, conn.expire)
+        deadlines.add(conn, now + timeout_s, conn.expire)
         try:
             resp = await waiter
         finally:
-            timer.cancel()
+            deadlines.discard(conn)
             conn.finish()
             self._busy.discard(conn)
         if conn.reusable and not conn.closed and not self._closed:
@@ -236,6 +241,8 @@ class UpstreamPool:
 
     def close(self) -> None:
         self._closed = True
+        if self._deadlines is not None:
+            self._deadlines.close()
         for stack in self._idle.values():
             for conn in stack:
                 conn.abort()

@@ -74,11 +74,18 @@ async def test_predictor_exception_is_500_with_request_id_and_traceback_only_in_
     assert (await client.post(r.url + "/", json=1)).status_code == 200
 
 
-async def test_request_timeout_is_504(start_replica: ReplicaFactory, client: httpx.AsyncClient) -> None:
-    r = await start_replica(api_config("Echo", request_timeout=0.2))
+@pytest.mark.parametrize("cls", ["Echo", "AsyncEcho"])
+async def test_request_timeout_is_504(cls: str, start_replica: ReplicaFactory, client: httpx.AsyncClient) -> None:
+    r = await start_replica(api_config(cls, request_timeout=0.2))
     resp = await client.post(r.url + "/", json={"sleep": 0.6})
     assert resp.status_code == 504
     assert resp.json()["error"] == "timeout"
+    if cls == "AsyncEcho":  # the coroutine was cancelled: its slot is free at once
+        assert r.app.stats()["executing"] == 0
+    else:  # a thread cannot be stopped: its slot stays taken until predict() really returns
+        assert r.app.stats()["executing"] == 1
+        await eventually(lambda: r.app.stats()["executing"] == 0)
+    assert (await client.post(r.url + "/", json=1)).status_code == 200
 
 
 async def test_admission_queue_full_is_503_with_retry_after(
