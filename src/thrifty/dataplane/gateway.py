@@ -104,13 +104,15 @@ class GatewayApp:
                 return await self._forward(request, route, b"/" if slash < 0 else path[slash:])
             if method == b"GET" and slash < 0:
                 return self._api_status(request, route)
-            return error_response(405, "method_not_allowed", "predict with POST", headers=[(b"allow", b"POST")])
+            return error_response(
+                405, "method_not_allowed", "predict with POST", self._request_id(request), [(b"allow", b"POST")]
+            )
         if method == b"GET" and path == b"/healthz":
             return _OK
         if method == b"GET" and path == b"/metrics":
             return Response(200, generate_latest(self.registry), CONTENT_TYPE_LATEST.encode("ascii"))
         api = name.decode("utf-8", "replace")
-        return error_response(404, "api_not_found", f"no API named {api!r} is deployed")
+        return error_response(404, "api_not_found", f"no API named {api!r} is deployed", self._request_id(request))
 
     def _api_status(self, request: Request, route: ApiRoute) -> Response:
         host = request.headers.get(b"host", b"").decode("latin-1")
@@ -119,9 +121,12 @@ class GatewayApp:
             {"name": route.name, "replicas_ready": route.replicas_ready, "endpoint": f"http://{host}/{route.name}"},
         )
 
-    def _new_request_id(self) -> bytes:
-        self._rid_counter += 1
-        return self._rid_prefix + b"%x" % self._rid_counter
+    def _request_id(self, request: Request) -> bytes:
+        rid = request.headers.get(b"x-request-id")
+        if rid is None:
+            self._rid_counter += 1
+            rid = self._rid_prefix + b"%x" % self._rid_counter
+        return rid
 
     def _authorized(self, request: Request, route: ApiRoute) -> bool:
         auth = request.headers.get(b"authorization")
@@ -136,9 +141,7 @@ class GatewayApp:
     async def _forward(self, request: Request, route: ApiRoute, fwd_path: bytes) -> Response:
         stats = route.stats
         start = self._clock()
-        rid = request.headers.get(b"x-request-id")
-        if rid is None:
-            rid = self._new_request_id()
+        rid = self._request_id(request)
         if route.key_hashes and not self._authorized(request, route):
             resp = error_response(
                 401, "unauthorized", "missing or wrong API key", rid, [(b"www-authenticate", b"Bearer")]

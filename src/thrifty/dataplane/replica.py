@@ -88,7 +88,9 @@ class ReplicaApp:
             if method == b"POST":
                 resp = await self._predict(request)
             else:
-                resp = error_response(405, "method_not_allowed", "predict with POST", headers=[(b"allow", b"POST")])
+                resp = error_response(
+                    405, "method_not_allowed", "predict with POST", self._request_id(request), [(b"allow", b"POST")]
+                )
             self._counts[resp.status // 100] += 1
             return resp
         if method == b"GET":
@@ -104,7 +106,9 @@ class ReplicaApp:
             resp = error_response(404, "not_found", _NOT_MULTI_MODEL, self._request_id(request))
             self._counts[4] += 1
             return resp
-        return error_response(404, "not_found", f"no such endpoint: {path.decode('latin-1')}")
+        return error_response(
+            404, "not_found", f"no such endpoint: {path.decode('latin-1')}", self._request_id(request)
+        )
 
     def _request_id(self, request: Request) -> bytes:
         rid = request.headers.get(b"x-request-id")

@@ -73,7 +73,7 @@ async def test_routes_strips_prefix_and_reports_status(
 async def test_unknown_api_and_api_without_replicas(gateway: RunningGateway, client: httpx.AsyncClient) -> None:
     gateway.set_routes(empty={"replicas": []})
     resp = await client.post(gateway.url + "/nope", json={})
-    assert resp.status_code == 404 and resp.json()["error"] == "api_not_found"
+    assert resp.status_code == 404 and resp.json()["error"] == "api_not_found" and resp.json()["request_id"]
     resp = await client.post(gateway.url + "/empty", json={})
     assert resp.status_code == 503 and resp.headers["retry-after"] == "1"
     assert resp.json()["error"] == "no_replica_available" and "request_id" in resp.json()
