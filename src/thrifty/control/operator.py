@@ -356,6 +356,7 @@ class Operator:
         apis: dict[str, Any] = {}
         for name, rt in self.apis.items():
             serving = rt.spec.config.serving
+            scaling = rt.spec.config.autoscaling
             apis[name] = {
                 "replicas": [
                     {"id": o.replica_id, "host": o.host, "port": o.port, "draining": False}
@@ -365,6 +366,9 @@ class Operator:
                 "api_keys_sha256": self._api_keys.get(name, []),
                 "max_payload": serving.max_payload,
                 "request_timeout_s": serving.request_timeout,
+                "hold_when_empty": scaling.min_replicas == 0,
+                "cold_start_timeout_s": scaling.cold_start_timeout,
+                "max_cold_queue": scaling.max_cold_queue,
             }
         return {"apis": apis}
 

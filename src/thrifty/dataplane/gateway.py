@@ -24,6 +24,7 @@ from collections.abc import Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from thrifty.dataplane.cold_start import ColdStartHold
 from thrifty.dataplane.gateway_routes import (
     DEFAULT_MAX_PAYLOAD,
     ApiRoute,
@@ -71,6 +72,7 @@ class GatewayApp:
         self._clock = clock
         self._margin_s = timeout_margin_s
         self.routes: dict[bytes, ApiRoute] = {}
+        self._cold = ColdStartHold()
         self._rid_prefix = b"gw" + os.urandom(4).hex().encode("ascii") + b"-"
         self._rid_counter = 0
         self.registry = CollectorRegistry(auto_describe=False)
@@ -83,6 +85,7 @@ class GatewayApp:
         self.routes = build_routes(doc, old)
         for host, port in removed_endpoints(old, self.routes):
             self._pool.close_host(host, port)
+        self._cold.routes_changed(self.routes)
 
     def stats_json(self) -> dict[str, object]:
         now = self._clock()
@@ -150,7 +153,14 @@ class GatewayApp:
             return resp
         stats.enter(start)
         try:
-            resp = await self._proxy(request, route, fwd_path, rid, start)
+            if route.hold_when_empty and not route.replicas_ready:
+                held = await self._cold.hold(route, rid)  # scaled to zero: wait for a replica, bounded
+                if isinstance(held, Response):
+                    resp = held
+                else:
+                    resp = await self._proxy(request, held, fwd_path, rid, self._clock())
+            else:
+                resp = await self._proxy(request, route, fwd_path, rid, start)
         finally:
             end = self._clock()
             stats.leave(end)

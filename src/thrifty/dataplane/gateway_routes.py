@@ -30,6 +30,10 @@ class ApiRouteDoc(_Doc):
     api_keys_sha256: list[str] = Field(default_factory=list, description="hex sha256 of each accepted key")
     max_payload: int = Field(DEFAULT_MAX_PAYLOAD, gt=0)
     request_timeout_s: float = Field(30.0, gt=0)
+    # Scale to zero: with no ready replica, hold requests (bounded) until one is, instead of answering 503.
+    hold_when_empty: bool = False
+    cold_start_timeout_s: float = Field(120.0, gt=0)
+    max_cold_queue: int = Field(1000, ge=1)
 
 
 class RoutesDoc(_Doc):
@@ -53,7 +57,10 @@ class ReplicaState:
 
 
 class ApiRoute:
-    __slots__ = ("key_hashes", "max_payload", "name", "name_bytes", "replicas", "stats", "timeout_s")
+    __slots__ = (
+        "cold_start_timeout_s", "hold_when_empty", "key_hashes", "max_cold_queue", "max_payload", "name",
+        "name_bytes", "replicas", "stats", "timeout_s",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -63,6 +70,9 @@ class ApiRoute:
         max_payload: int,
         timeout_s: float,
         stats: ApiStats,
+        hold_when_empty: bool = False,
+        cold_start_timeout_s: float = 120.0,
+        max_cold_queue: int = 1000,
     ) -> None:
         self.name = name
         self.name_bytes = name.encode("utf-8")
@@ -71,6 +81,9 @@ class ApiRoute:
         self.max_payload = max_payload
         self.timeout_s = timeout_s
         self.stats = stats
+        self.hold_when_empty = hold_when_empty
+        self.cold_start_timeout_s = cold_start_timeout_s
+        self.max_cold_queue = max_cold_queue
 
     @property
     def replicas_ready(self) -> int:
@@ -96,6 +109,9 @@ def build_routes(doc: RoutesDoc, old: dict[bytes, ApiRoute]) -> dict[bytes, ApiR
             max_payload=api.max_payload,
             timeout_s=api.request_timeout_s,
             stats=prev.stats if prev is not None else ApiStats(),
+            hold_when_empty=api.hold_when_empty,
+            cold_start_timeout_s=api.cold_start_timeout_s,
+            max_cold_queue=api.max_cold_queue,
         )
     return new
 

@@ -1,0 +1,63 @@
+"""Holding requests for an API scaled to zero until its first replica is ready (the activator).
+
+The gateway counts a held request as in flight, so the operator's autoscaler sees the demand within a
+second and wakes a replica; when the routing table next lists a ready replica, every held request of that
+API is released and forwarded. The client sees latency, not an error. The hold is bounded twice: at most
+``max_cold_queue`` requests wait per API (more get 503 at once), and none waits longer than
+``cold_start_timeout_s`` (then 503 with Retry-After).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from thrifty.dataplane.gateway_routes import ApiRoute
+from thrifty.dataplane.http_messages import Headers, Response, error_response
+
+_RETRY_AFTER: Headers = [(b"retry-after", b"1")]
+
+
+class ColdStartHold:
+    def __init__(self) -> None:
+        self._ready: dict[bytes, asyncio.Event] = {}
+        self._held: dict[bytes, int] = {}
+        self._routes: dict[bytes, ApiRoute] = {}
+
+    def held(self, name: bytes) -> int:
+        return self._held.get(name, 0)
+
+    def routes_changed(self, routes: dict[bytes, ApiRoute]) -> None:
+        """Release the requests held for every API that now has a ready replica (or no longer exists)."""
+        self._routes = routes
+        for name in list(self._ready):
+            route = routes.get(name)
+            if route is None or route.replicas_ready:
+                self._ready.pop(name).set()
+
+    async def hold(self, route: ApiRoute, rid: bytes) -> ApiRoute | Response:
+        """Wait for a ready replica; returns the route to use, or the error response to send."""
+        name = route.name_bytes
+        if self.held(name) >= route.max_cold_queue:
+            return error_response(
+                503, "cold_start_queue_full",
+                f"{route.name!r} is starting from zero and already holds {route.max_cold_queue} requests",
+                rid, _RETRY_AFTER,
+            )  # fmt: skip
+        event = self._ready.get(name)
+        if event is None:
+            event = self._ready[name] = asyncio.Event()
+        self._held[name] = self.held(name) + 1
+        try:
+            await asyncio.wait_for(event.wait(), route.cold_start_timeout_s)
+        except TimeoutError:
+            return error_response(
+                503, "cold_start_timeout",
+                f"no replica of {route.name!r} became ready within {route.cold_start_timeout_s:g}s",
+                rid, _RETRY_AFTER,
+            )  # fmt: skip
+        finally:
+            self._held[name] -= 1
+        current = self._routes.get(name)
+        if current is None:
+            return error_response(404, "api_not_found", f"{route.name!r} was deleted while starting", rid)
+        return current
