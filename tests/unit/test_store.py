@@ -46,3 +46,13 @@ def test_revision_changes_only_for_restart_fields() -> None:
     assert base.revision == scaled.revision == keyed.revision
     assert base.revision != code.revision
     assert base.revision != serving.revision
+
+
+def test_event_history_is_bounded_per_api(tmp_path: Path) -> None:
+    store = Store(tmp_path / "state.db")
+    for i in range(30):
+        store.add_event("a", "scaling", f"a{i}", float(i))
+        store.add_event("b", "scaling", f"b{i}", float(i))
+    store.prune_events(10)
+    assert [e.message for e in store.events("a", limit=100)] == [f"a{i}" for i in range(20, 30)]
+    assert len(store.events("b", limit=100)) == 10

@@ -76,12 +76,16 @@ class Event:
         }
 
 
+MAX_EVENTS_PER_API = 5000
+
+
 class Store:
     def __init__(self, path: Path) -> None:
         self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        self._inserts = 0
 
     def close(self) -> None:
         self._db.close()
@@ -118,6 +122,16 @@ class Store:
         self._db.execute(
             "INSERT INTO events (ts_s, api, kind, message, data) VALUES (?, ?, ?, ?, ?)",
             (now_s, api, kind, message, orjson.dumps(data).decode() if data is not None else None),
+        )
+        self._inserts += 1
+        if self._inserts % 200 == 0:  # bounded history: the newest MAX_EVENTS_PER_API events of each API
+            self.prune_events(MAX_EVENTS_PER_API)
+
+    def prune_events(self, keep: int) -> None:
+        self._db.execute(
+            "DELETE FROM events WHERE id IN (SELECT id FROM (SELECT id, ROW_NUMBER() OVER "
+            "(PARTITION BY api ORDER BY id DESC) AS n FROM events) WHERE n > ?)",
+            (keep,),
         )
 
     def events(self, api: str | None = None, kind: str | None = None, limit: int = 50) -> list[Event]:
