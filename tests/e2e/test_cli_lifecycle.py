@@ -154,3 +154,25 @@ def test_up_twice_and_admin_token(platform: Any, tmp_path: Path) -> None:
     info = orjson.loads((platform.home / "operator.json").read_bytes())
     resp = httpx.get(f"http://127.0.0.1:{info['admin_port']}/v1/apis")
     assert resp.status_code == 401
+
+
+def test_api_keys(platform: Any, project: Any) -> None:
+    echo = project("echo")
+    key = "s3cret-key-for-the-e2e-test"
+    config = (echo / "thrifty.yaml").read_text()
+    (echo / "thrifty.yaml").write_text(
+        config.replace("    autoscaling:", f"    auth: {{api_keys: [{key}]}}\n    autoscaling:")
+    )
+    platform.cli("deploy", str(echo))
+    with httpx.Client(base_url=platform.gateway, timeout=10) as http:
+        assert http.post("/echo", json={"a": 1}).status_code == 401
+        assert (
+            http.post("/echo", json={"a": 1}, headers={"Authorization": "Bearer wrong-key-0123456789"}).status_code
+            == 401
+        )
+        assert http.post("/echo", json={"a": 1}, headers={"Authorization": f"Bearer {key}"}).json() == {"a": 1}
+    out = platform.cli("predict", "echo", "-d", '{"b": 2}', "-k", key)
+    assert orjson.loads(out.stdout) == {"b": 2}
+    denied = platform.cli("predict", "echo", "-d", '{"b": 2}', check=False)
+    assert denied.returncode == 11 and "401" in denied.stderr
+    platform.cli("delete", "echo")
