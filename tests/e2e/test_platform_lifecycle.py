@@ -6,13 +6,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
-from typing import Any
 
 import httpx
 import orjson
 import pytest
+from e2e_helpers import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -45,14 +44,6 @@ def platform_pids(home: Path) -> list[int]:
     return out
 
 
-def wait_for(predicate: Any, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
-
-
 def test_run_foreground_then_ctrl_c_drains_and_stops(tmp_path: Path) -> None:
     home = tmp_path / "home"
     env = {**os.environ, "THRIFTY_HOME": str(home)}
@@ -74,7 +65,7 @@ def test_run_foreground_then_ctrl_c_drains_and_stops(tmp_path: Path) -> None:
         assert proc.wait(timeout=60) == 0
         _, err = proc.communicate(timeout=5)
         assert "draining" in err and "stopped" in err
-        wait_for(lambda: not platform_pids(home), 10, "every platform process to exit")
+        wait_until(lambda: not platform_pids(home), 10, "every platform process to exit")
         assert not (home / "operator.json").exists()
     finally:
         if proc.poll() is None:
@@ -94,7 +85,7 @@ def test_up_after_operator_crash_restarts_what_was_deployed(tmp_path: Path) -> N
         info = orjson.loads((home / "operator.json").read_bytes())
         before = platform_pids(home)
         os.kill(info["pid"], signal.SIGKILL)  # the operator dies; its gateway and replica are orphaned
-        wait_for(lambda: not alive(info["pid"]), 10, "the operator to die")
+        wait_until(lambda: not alive(info["pid"]), 10, "the operator to die")
         assert any(alive(p) for p in before if p != info["pid"])
 
         cli("up", "--port", "0")  # cleans up the orphans, restarts the deployed API
@@ -108,4 +99,4 @@ def test_up_after_operator_crash_restarts_what_was_deployed(tmp_path: Path) -> N
         assert any(e["kind"] == "restored" for e in events)
     finally:
         subprocess.run([THRIFTY, "down"], env=env, capture_output=True, timeout=120, check=False)
-    wait_for(lambda: not platform_pids(home), 10, "every platform process to exit")
+    wait_until(lambda: not platform_pids(home), 10, "every platform process to exit")

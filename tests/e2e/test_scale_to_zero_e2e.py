@@ -9,16 +9,9 @@ from typing import Any
 
 import httpx
 import pytest
+from e2e_helpers import wait_until
 
 pytestmark = pytest.mark.e2e
-
-
-def wait_until(check: Any, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-        time.sleep(0.25)
 
 
 def test_idle_api_scales_to_zero_and_wakes_on_request(platform: Any, project: Any) -> None:
