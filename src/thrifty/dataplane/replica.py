@@ -1,8 +1,9 @@
 """The replica server's HTTP application: runs one API's predictor.
 
-Endpoints: ``POST /`` predicts (the gateway strips the ``/<api>`` prefix); ``POST /<anything>`` is kept for
-multi-model APIs and answers 404 for now; ``GET /healthz`` (alive), ``GET /readyz`` (predictor constructed),
-``GET /_thrifty/stats`` (the figures the operator and tests read).
+Endpoints: ``POST /`` predicts (the gateway strips the ``/<api>`` prefix); for a multi-model API,
+``POST /<model>[/<version>]`` predicts with that model (``replica_models``) and ``POST /`` is a 400;
+``GET /healthz`` (alive), ``GET /readyz`` (predictor constructed), ``GET /_thrifty/stats`` (the figures the
+operator, the gateway and tests read), ``GET /_thrifty/models`` (the model cache, multi-model APIs).
 
 Errors are JSON ``{"error", "message", "request_id"}``: 400 malformed payload, 404 unknown path, 413 body
 over ``max_payload`` (the HTTP core), 500 predictor failure (the traceback goes to the log, tagged with the
@@ -14,14 +15,17 @@ from __future__ import annotations
 
 import logging
 import traceback
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from thrifty.config.schema import ApiConfig
 from thrifty.dataplane.http_messages import Headers, Request, Response, error_response, json_response
 from thrifty.dataplane.payloads import PayloadError, decode_payload, encode_result
 from thrifty.dataplane.replica_scheduler import BatchResultError, PredictorFailedError, PredictScheduler
 from thrifty.errors import TimeoutExceededError
-from thrifty.policy.admission import Verdict
+from thrifty.policy.admission import AdmissionDecision, Verdict
+
+if TYPE_CHECKING:
+    from thrifty.dataplane.replica_models import ModelServing
 
 _log = logging.getLogger("thrifty.replica")
 
@@ -41,14 +45,16 @@ class ReplicaApp:
         self._rid_prefix = replica_id.encode("latin-1", "replace") + b"-"
         self._rid_counter = 0
         self.draining = False
+        self.models: ModelServing | None = None  # set for a multi-model API
 
     # -- lifecycle ------------------------------------------------------------------------------------------
     @property
     def ready(self) -> bool:
         return self._scheduler is not None and not self.draining
 
-    def set_scheduler(self, scheduler: PredictScheduler) -> None:
-        """The predictor is constructed: start serving predictions."""
+    def set_scheduler(self, scheduler: PredictScheduler, models: ModelServing | None = None) -> None:
+        """The predictor is constructed (and ``models`` preloaded): start serving predictions."""
+        self.models = models
         scheduler.draining = self.draining
         self._scheduler = scheduler
 
@@ -67,15 +73,19 @@ class ReplicaApp:
         queued = s.queued if s is not None else 0
         executing = s.executing if s is not None else 0
         c = self._counts
-        return {
+        waiting = self.models.waiting if self.models is not None else 0  # for a model to load
+        out = {
             "replica_id": self.replica_id,
             "ready": self.ready,
             "draining": self.draining,
-            "in_flight": queued + executing,
+            "in_flight": queued + executing + waiting,
             "queued": queued,
             "executing": executing,
             "requests": {"2xx": c[2], "4xx": c[4], "5xx": c[5]},
         }
+        if self.models is not None:
+            out.update(self.models.stats_fields())
+        return out
 
     # -- HTTP -----------------------------------------------------------------------------------------------
     def body_limit(self, request: Request) -> int:
@@ -86,7 +96,10 @@ class ReplicaApp:
         method = request.method
         if path == b"/":
             if method == b"POST":
-                resp = await self._predict(request)
+                if self.models is not None:
+                    resp = self.models.not_a_model_path(self._request_id(request))
+                else:
+                    resp = await self._predict(request)
             else:
                 resp = error_response(
                     405, "method_not_allowed", "predict with POST", self._request_id(request), [(b"allow", b"POST")]
@@ -102,7 +115,13 @@ class ReplicaApp:
                 return error_response(503, "not_ready", "the predictor is not ready", headers=self._retry_after)
             if path == b"/_thrifty/stats":
                 return json_response(200, self.stats())
+            if path == b"/_thrifty/models" and self.models is not None:
+                return self.models.snapshot_response()
         if method == b"POST":
+            if self.models is not None:
+                resp = await self.models.handle(request, self._request_id(request), self._scheduler, self)
+                self._counts[resp.status // 100] += 1
+                return resp
             resp = error_response(404, "not_found", _NOT_MULTI_MODEL, self._request_id(request))
             self._counts[4] += 1
             return resp
@@ -124,15 +143,23 @@ class ReplicaApp:
             return error_response(503, "not_ready", "the predictor is still loading", rid, self._retry_after)
         decision = scheduler.admission()
         if not decision.admitted:
-            if decision.verdict is Verdict.REJECT_DRAINING:
-                return error_response(
-                    503, "draining", "this replica is shutting down", rid, self._draining_headers, close=True
-                )
-            return error_response(503, "overloaded", "the replica's queue is full", rid, self._retry_after)
+            return self.rejection(decision, rid)
         try:
             payload = decode_payload(request.headers.get(b"content-type"), request.body)
         except PayloadError as exc:
             return error_response(400, "invalid_payload", str(exc), rid)
+        return await self.run(scheduler, payload, decision, rid)
+
+    def rejection(self, decision: AdmissionDecision, rid: bytes) -> Response:
+        """The 503 for a request that admission refused."""
+        if decision.verdict is Verdict.REJECT_DRAINING:
+            return error_response(
+                503, "draining", "this replica is shutting down", rid, self._draining_headers, close=True
+            )
+        return error_response(503, "overloaded", "the replica's queue is full", rid, self._retry_after)
+
+    async def run(self, scheduler: PredictScheduler, payload: Any, decision: AdmissionDecision, rid: bytes) -> Response:
+        """Run one admitted request through the scheduler and turn the outcome into a response."""
         try:
             result = await scheduler.run(payload, decision)
         except PredictorFailedError as exc:

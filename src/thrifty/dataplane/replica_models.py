@@ -1,0 +1,288 @@
+"""Multi-model requests on a replica: ``POST /<model>`` and ``POST /<model>/<version>`` (the gateway strips
+``/<api>``), served from the model cache (``thrifty.models``) with the user's ``predict(payload, model)``.
+
+A request goes through, in order:
+
+1. the model path: one or two segments, percent-decoded, validated by the cache (``/``, ``..``, characters
+   outside ``[A-Za-z0-9_.-]`` -> 400); more segments -> 400 that shows the URL shape;
+2. admission, counting the requests that wait for a model load as queued, so that overload is refused at
+   once (503) instead of piling up behind a slow download;
+3. the payload (400 when malformed), then the model, acquired and *pinned* for the rest of the request:
+   unknown -> 404, failed load -> 500 for that model only (remembered briefly by the cache), no room
+   because every cached model is in use -> 503. Waiting for a load counts against ``request_timeout``
+   (504 after it);
+4. admission again (a load may have taken a while) and the scheduler's queue and slots, exactly like a
+   single-model request: ``request_timeout`` applies again from here; the gateway's own deadline bounds the
+   whole request.
+
+The scheduler's predictor is wrapped so that it receives ``(payload, model)`` pairs: ``predict(payload,
+model)``; with batching, ``predict_batch(payloads, models)`` gets the model of each payload (a batch may mix
+models). The replica also polls the source every ``models.poll_interval`` (new versions), preloads
+``models.preload`` before it reports ready, and reports what it holds in ``/_thrifty/stats`` (``models``,
+``model_stats``) and the full cache snapshot at ``/_thrifty/models``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Protocol
+from urllib.parse import unquote_to_bytes
+
+from thrifty.config.schema import ApiConfig
+from thrifty.dataplane.http_messages import Request, Response, error_response, json_response
+from thrifty.dataplane.payloads import PayloadError, decode_payload
+from thrifty.dataplane.predictor_loading import LoadedPredictor
+from thrifty.dataplane.replica_cache_dir import CacheDir
+from thrifty.dataplane.replica_scheduler import PredictScheduler
+from thrifty.errors import ThriftyError
+from thrifty.models import (
+    ModelCache,
+    ModelCacheBusyError,
+    ModelLoadError,
+    ModelNameError,
+    ModelNotFoundError,
+    model_cache_from_config,
+)
+from thrifty.policy.admission import AdmissionDecision, AdmissionLimits, admit
+
+_log = logging.getLogger("thrifty.replica")
+
+URL_SHAPE = "POST /<api>/<model> or POST /<api>/<model>/<version>"
+NOT_A_MODEL_PATH = f"this is a multi-model API: predict with {URL_SHAPE}"
+
+
+class PredictRunner(Protocol):
+    """What the replica application lends to a multi-model request (see ``ReplicaApp``)."""
+
+    def rejection(self, decision: AdmissionDecision, rid: bytes) -> Response: ...
+
+    async def run(
+        self, scheduler: PredictScheduler, payload: Any, decision: AdmissionDecision, rid: bytes
+    ) -> Response: ...
+
+
+def parse_model_path(path: bytes) -> tuple[str, str | None]:
+    """``/<model>`` or ``/<model>/<version>`` (percent-decoded) -> (name, version); raises ModelNameError.
+
+    The cache validates the name and the version; this only splits and decodes, so that ``%2e%2e`` is
+    judged as the ``..`` it stands for and ``%2F`` as a ``/`` inside a name.
+    """
+    parts = path[1:].split(b"/")
+    if parts and parts[-1] == b"" and len(parts) > 1:
+        parts.pop()  # a trailing slash: /en-fr/ is /en-fr
+    if not 1 <= len(parts) <= 2:
+        raise ModelNameError(f"expected {URL_SHAPE}, got a path with {len(parts)} segments")
+    decoded: list[str] = []
+    for part in parts:
+        raw = unquote_to_bytes(part)
+        try:
+            decoded.append(raw.decode("ascii"))
+        except UnicodeDecodeError:
+            raise ModelNameError(
+                f"invalid model name or version {raw.decode('utf-8', 'replace')[:80]!r}: ASCII only"
+            ) from None
+    return decoded[0], (decoded[1] if len(decoded) == 2 else None)
+
+
+def model_predictor(loaded: LoadedPredictor) -> LoadedPredictor:
+    """The predictor as the scheduler calls it for a multi-model API: each payload is a (payload, model) pair."""
+    instance = loaded.instance
+    predict: Callable[[Any], Any]
+    if loaded.predict_is_async:
+
+        async def predict_async(item: tuple[Any, Any]) -> Any:
+            return await instance.predict(item[0], item[1])
+
+        predict = predict_async
+    else:
+
+        def predict_sync(item: tuple[Any, Any]) -> Any:
+            return instance.predict(item[0], item[1])
+
+        predict = predict_sync
+    batch: Callable[[list[Any]], Any] | None = None
+    if loaded.predict_batch is not None:
+        if loaded.predict_batch_is_async:
+
+            async def batch_async(items: list[tuple[Any, Any]]) -> Any:
+                return await instance.predict_batch([p for p, _ in items], [m for _, m in items])
+
+            batch = batch_async
+        else:
+
+            def batch_sync(items: list[tuple[Any, Any]]) -> Any:
+                return instance.predict_batch([p for p, _ in items], [m for _, m in items])
+
+            batch = batch_sync
+    return LoadedPredictor(
+        instance=instance,
+        predict=predict,
+        predict_is_async=loaded.predict_is_async,
+        predict_batch=batch,
+        predict_batch_is_async=loaded.predict_batch_is_async,
+    )
+
+
+class ModelServing:
+    """One replica's model cache and the multi-model request path. Call from the replica's event loop."""
+
+    def __init__(
+        self,
+        api: ApiConfig,
+        cache: ModelCache,
+        *,
+        cache_dir: CacheDir | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if api.models is None:
+            raise ValueError(f"API {api.name!r} has no models: section")
+        self.config = api.models
+        self.cache = cache
+        self._cache_dir = cache_dir
+        self._clock = clock
+        self._limits = AdmissionLimits.from_serving(api.serving)
+        self._timeout_s = float(api.serving.request_timeout)
+        self._poller: asyncio.Task[None] | None = None
+        self.waiting = 0  # requests waiting for their model to load
+        self.preload_failures: dict[str, str] = {}
+        self.last_poll_s: float | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Prepare the cache folder, preload ``models.preload``, start polling. Preload failures are logged
+        (and kept in ``preload_failures``): a model that cannot load answers 500, the replica still serves."""
+        await self.cache.start()
+        if self.config.preload:
+            failures = await self.cache.preload(self.config.preload)
+            for ref, exc in failures.items():
+                _log.warning("preload of model %s failed: %s", ref, exc.message)
+            self.preload_failures = {ref: exc.message for ref, exc in failures.items()}
+            _log.info("preloaded %d of %d models", len(self.config.preload) - len(failures), len(self.config.preload))
+        if self._poller is None:
+            self._poller = asyncio.get_running_loop().create_task(self._poll_loop())
+
+    async def close(self) -> None:
+        if self._poller is not None:
+            self._poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._poller
+            self._poller = None
+        await self.cache.close()
+        if self._cache_dir is not None:
+            await asyncio.to_thread(self._cache_dir.remove)
+
+    async def _poll_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.poll_interval)
+            try:
+                await self.cache.poll()
+            except Exception:  # the loop must outlive a bad poll; the cache keeps source errors itself
+                _log.exception("model source poll failed")
+            self.last_poll_s = self._clock()
+
+    # -- figures -------------------------------------------------------------------------------------------
+    def held(self) -> list[str]:
+        """``name/version`` of every model in memory, least recently used first."""
+        return [str(key) for key in self.cache.held()]
+
+    def stats_fields(self) -> dict[str, Any]:
+        """What ``/_thrifty/stats`` adds: held models (the gateway routes on them) and per-model counters."""
+        snap = self.cache.snapshot()
+        return {
+            "models": [f"{h['model']}/{h['version']}" for h in snap["held"]],
+            "model_stats": snap["models"],
+            "model_cache": {"memory": snap["memory"], "disk": snap["disk"], "waiting": self.waiting},
+        }
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            **self.cache.snapshot(),
+            "waiting": self.waiting,
+            "preload_failures": self.preload_failures,
+            "config": self.config.model_dump(mode="json"),
+        }
+
+    # -- requests ------------------------------------------------------------------------------------------
+    async def handle(
+        self, request: Request, rid: bytes, scheduler: PredictScheduler | None, runner: PredictRunner
+    ) -> Response:
+        if scheduler is None:
+            return error_response(503, "not_ready", "the predictor is still loading", rid, [(b"retry-after", b"1")])
+        try:
+            name, version = parse_model_path(request.path)
+        except ModelNameError as exc:
+            return error_response(400, exc.code, exc.message, rid)
+        decision = admit(self._limits, scheduler.executing, scheduler.queued + self.waiting, scheduler.draining)
+        if not decision.admitted:
+            return runner.rejection(decision, rid)
+        try:
+            payload = decode_payload(request.headers.get(b"content-type"), request.body)
+        except PayloadError as exc:
+            return error_response(400, "invalid_payload", str(exc), rid)
+        try:
+            async with self._pinned(name, version) as model:
+                decision = scheduler.admission()
+                if not decision.admitted:
+                    return runner.rejection(decision, rid)
+                return await runner.run(scheduler, (payload, model), decision, rid)
+        except _LoadTimeoutError:
+            return error_response(
+                504, "timeout", f"model {name!r} did not load within request_timeout ({self._timeout_s:g}s)", rid
+            )
+        except (ModelNameError, ModelNotFoundError, ModelLoadError, ModelCacheBusyError) as exc:
+            return _model_error(exc, rid)
+
+    @contextlib.asynccontextmanager
+    async def _pinned(self, name: str, version: str | None) -> AsyncIterator[Any]:
+        """The model, pinned in the cache while the block runs; the wait for it is bounded by request_timeout."""
+        acquiring = self.cache.acquire(name, version)
+        self.waiting += 1
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                loaded = await acquiring.__aenter__()
+        except TimeoutError:
+            raise _LoadTimeoutError from None
+        finally:
+            self.waiting -= 1
+        try:
+            yield loaded.model
+        finally:
+            await acquiring.__aexit__(None, None, None)
+
+    def not_a_model_path(self, rid: bytes) -> Response:
+        return error_response(400, "model_required", NOT_A_MODEL_PATH, rid)
+
+    def snapshot_response(self) -> Response:
+        return json_response(200, self.snapshot())
+
+
+class _LoadTimeoutError(Exception):
+    pass
+
+
+def _model_error(exc: ThriftyError, rid: bytes) -> Response:
+    headers = [(b"retry-after", b"1")] if isinstance(exc, ModelCacheBusyError) else None
+    if exc.http_status >= 500 and not isinstance(exc, ModelCacheBusyError):
+        _log.warning("request_id=%s %s", rid.decode("latin-1"), exc.message)
+    return error_response(exc.http_status, exc.code, exc.message, rid, headers)
+
+
+def open_model_serving(api: ApiConfig, predictor: LoadedPredictor, cache_dir: str | None) -> ModelServing:
+    """The cache over ``api.models`` in ``cache_dir`` (a private temporary folder when None).
+
+    Raises PredictorLoadError (no ``load_model``) or ConfigError (unusable source): the replica reports
+    them like a predictor that failed to load.
+    """
+    folder = CacheDir.open(cache_dir)
+    try:
+        if api.models is None:
+            raise ValueError(f"API {api.name!r} has no models: section")
+        cache = model_cache_from_config(api.models, predictor.instance, folder.path, clock=time.monotonic)
+    except BaseException:
+        folder.remove()
+        raise
+    return ModelServing(api, cache, cache_dir=folder)
