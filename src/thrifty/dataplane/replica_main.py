@@ -7,6 +7,8 @@ Sequence (what the engine relies on):
 2. import and construct the predictor on a background thread;
    - failure: write ``{"error": "predictor_load_failed", "message", "where", "traceback"}`` to
      ``--status-file``, print the traceback to stderr, exit with code 3;
+   - multi-model API (``models:``): open the model cache in ``--cache-dir`` and preload ``models.preload``
+     (a cache that cannot be opened fails like the predictor);
    - success: ``/readyz`` turns 200 and ``{"ready": true, "port": N}`` goes to ``--status-file``;
 3. on SIGTERM/SIGINT: refuse new predictions (503 + X-Thrifty-Draining), finish queued and executing ones
    (up to ``--grace-s``), close connections, exit 0.
@@ -33,6 +35,7 @@ from thrifty.dataplane.http_server import HttpServer
 from thrifty.dataplane.predictor_loading import LoadedPredictor, load_failure_details, load_predictor
 from thrifty.dataplane.process_io import run_main, stop_event_on_signals, write_atomic
 from thrifty.dataplane.replica import ReplicaApp
+from thrifty.dataplane.replica_models import ModelServing, model_predictor, open_model_serving
 from thrifty.dataplane.replica_scheduler import PredictScheduler
 from thrifty.dataplane.thread_runner import ThreadRunner
 
@@ -55,6 +58,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--port-file", required=True, help="receives the bound port once listening")
     p.add_argument("--status-file", required=True, help="receives {ready, port} or the load error")
     p.add_argument("--grace-s", type=float, default=30.0, help="longest drain on SIGTERM")
+    p.add_argument("--cache-dir", default=None, help="model cache folder of this replica (multi-model APIs)")
     return p.parse_args(argv)
 
 
@@ -102,6 +106,15 @@ async def serve(args: argparse.Namespace, api: ApiConfig, project_dir: Path) -> 
         await server.stop(1.0)
         return 0
     exc = loading.exception()
+    models: ModelServing | None = None
+    if exc is None and api.models is not None:
+        try:
+            models = open_model_serving(api, loading.result(), args.cache_dir)
+            await models.cache.start()
+        except Exception as error:
+            exc = error
+            if models is not None:
+                await models.close()
     if exc is not None:
         details = load_failure_details(exc, project_dir)
         write_atomic(args.status_file, orjson.dumps(details))
@@ -117,8 +130,24 @@ async def serve(args: argparse.Namespace, api: ApiConfig, project_dir: Path) -> 
     runner = ThreadRunner(api.serving.max_concurrency) if needs_threads else None
     if runner is not None:
         runner.start(loop)
+    if models is not None:
+        predictor = model_predictor(predictor)
     scheduler = PredictScheduler(predictor, api.serving, runner)
-    app.set_scheduler(scheduler)
+    if models is not None:
+        preload = loop.create_task(models.start())
+        await asyncio.wait([preload, stop_wait], return_when=asyncio.FIRST_COMPLETED)
+        if not preload.done():
+            _log.info("stopped while preloading models")
+            preload.cancel()
+            await asyncio.gather(preload, return_exceptions=True)
+            stop_wait.cancel()
+            await server.stop(1.0)
+            await models.close()
+            if runner is not None:
+                runner.stop()
+            return 0
+        preload.result()
+    app.set_scheduler(scheduler, models)
     write_atomic(args.status_file, orjson.dumps({"ready": True, "port": server.port}))
     _log.info("ready on port %d", server.port)
 
@@ -132,6 +161,8 @@ async def serve(args: argparse.Namespace, api: ApiConfig, project_dir: Path) -> 
         _log.warning("grace period over with requests still in flight; stopping anyway")
     await server.stop(max(0.5, args.grace_s - (loop.time() - started)))
     scheduler.close()
+    if models is not None:
+        await models.close()
     if runner is not None:
         runner.stop()
     _log.info("stopped")
