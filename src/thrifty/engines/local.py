@@ -70,6 +70,7 @@ class LocalEngine:
             "--port-file", str(run_dir / "port"),
             "--status-file", str(run_dir / "status.json"),
             "--grace-s", str(self._grace_s),
+            "--cache-dir", str(self._home / "cache" / launch.api / launch.replica_id),  # multi-model APIs
         )  # fmt: skip
         env = child_env({**launch.env, "THRIFTY_API": launch.api, "THRIFTY_REPLICA_ID": launch.replica_id})
         proc = ChildProcess(
