@@ -7,6 +7,8 @@ survive a replacement for replicas and APIs that are still there, so figures sta
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from thrifty.dataplane.gateway_stats import ApiStats
@@ -34,6 +36,8 @@ class ApiRouteDoc(_Doc):
     hold_when_empty: bool = False
     cold_start_timeout_s: float = Field(120.0, gt=0)
     max_cold_queue: int = Field(1000, ge=1)
+    # A multi-model API: requests name a model (POST /<api>/<model>[/<version>]) and go to replicas holding it.
+    multi_model: bool = False
 
 
 class RoutesDoc(_Doc):
@@ -43,7 +47,10 @@ class RoutesDoc(_Doc):
 class ReplicaState:
     """One replica as the router sees it (satisfies ``policy.routing.RoutingCandidate``)."""
 
-    __slots__ = ("authority", "draining", "ejected_until", "host", "id", "in_flight", "port", "seen_draining")
+    __slots__ = (
+        "authority", "draining", "ejected_until", "held", "held_refs", "host", "id", "in_flight", "model_stats",
+        "port", "seen_draining",
+    )  # fmt: skip
 
     def __init__(self, replica_id: str, host: str, port: int) -> None:
         self.id = replica_id
@@ -54,12 +61,16 @@ class ReplicaState:
         self.seen_draining = False
         self.in_flight = 0
         self.ejected_until = 0.0  # refused a connection: skipped until then
+        # Multi-model APIs, from the replica's last report (gateway_models.ModelPoller):
+        self.held: frozenset[bytes] = frozenset()  # b"name" and b"name/version" of models in memory
+        self.held_refs: tuple[str, ...] = ()  # "name/version", least recently used first
+        self.model_stats: dict[str, Any] = {}  # per-model cache counters
 
 
 class ApiRoute:
     __slots__ = (
-        "cold_start_timeout_s", "hold_when_empty", "key_hashes", "max_cold_queue", "max_payload", "name",
-        "name_bytes", "replicas", "stats", "timeout_s",
+        "cold_start_timeout_s", "hold_when_empty", "key_hashes", "max_cold_queue", "max_payload", "model_orders",
+        "multi_model", "name", "name_bytes", "replicas", "stats", "timeout_s",
     )  # fmt: skip
 
     def __init__(
@@ -73,6 +84,7 @@ class ApiRoute:
         hold_when_empty: bool = False,
         cold_start_timeout_s: float = 120.0,
         max_cold_queue: int = 1000,
+        multi_model: bool = False,
     ) -> None:
         self.name = name
         self.name_bytes = name.encode("utf-8")
@@ -84,6 +96,8 @@ class ApiRoute:
         self.hold_when_empty = hold_when_empty
         self.cold_start_timeout_s = cold_start_timeout_s
         self.max_cold_queue = max_cold_queue
+        self.multi_model = multi_model
+        self.model_orders: dict[bytes, tuple[int, ...]] = {}  # rendezvous order per model, for these replicas
 
     @property
     def replicas_ready(self) -> int:
@@ -112,6 +126,7 @@ def build_routes(doc: RoutesDoc, old: dict[bytes, ApiRoute]) -> dict[bytes, ApiR
             hold_when_empty=api.hold_when_empty,
             cold_start_timeout_s=api.cold_start_timeout_s,
             max_cold_queue=api.max_cold_queue,
+            multi_model=api.multi_model,
         )
     return new
 
