@@ -1,6 +1,8 @@
 """The gateway's public HTTP application: routes ``POST /<api>[/...]`` to a replica of that API.
 
-- Replica choice: ``policy.routing.choose_replica`` (power of two choices on requests in flight).
+- Replica choice: ``policy.routing.choose_replica`` (power of two choices on requests in flight); for a
+  multi-model API, ``policy.model_routing`` through ``gateway_models`` (replicas that hold the model first,
+  under a load bound, else rendezvous hashing), unless ``model_routing`` is off (a benchmark baseline).
 - Retries, on another replica, exactly when the request cannot have been processed or the replica said so:
   the connection was refused (the replica is also ejected for a moment), the replica answered 503 with
   ``X-Thrifty-Draining``, or a replica known to be draining reset the connection before answering. A reset
@@ -25,6 +27,7 @@ from collections.abc import Callable
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from thrifty.dataplane.cold_start import ColdStartHold
+from thrifty.dataplane.gateway_models import ModelMetricsCollector, choose_for_model, model_request_key, models_json
 from thrifty.dataplane.gateway_routes import (
     DEFAULT_MAX_PAYLOAD,
     ApiRoute,
@@ -66,8 +69,10 @@ class GatewayApp:
         rng: RandomSource | None = None,
         clock: Callable[[], float] = time.monotonic,
         timeout_margin_s: float = 0.5,
+        model_routing: bool = True,
     ) -> None:
         self._pool = pool
+        self.model_routing = model_routing
         self._rng: RandomSource = rng if rng is not None else random.Random()
         self._clock = clock
         self._margin_s = timeout_margin_s
@@ -77,6 +82,7 @@ class GatewayApp:
         self._rid_counter = 0
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(GatewayCollector(lambda: list(self.routes.values())))
+        self.registry.register(ModelMetricsCollector(lambda: list(self.routes.values())))
 
     # -- routing table --------------------------------------------------------------------------------------
     def set_routes(self, doc: RoutesDoc) -> None:
@@ -89,7 +95,12 @@ class GatewayApp:
 
     def stats_json(self) -> dict[str, object]:
         now = self._clock()
-        return {"apis": {r.name: r.stats.to_json(r, now) for r in self.routes.values()}}
+        apis: dict[str, object] = {}
+        for r in self.routes.values():
+            apis[r.name] = doc = r.stats.to_json(r, now)
+            if r.multi_model:
+                doc["models"] = models_json(r)
+        return {"apis": apis}
 
     # -- HTTP ----------------------------------------------------------------------------------------------
     def body_limit(self, request: Request) -> int:
@@ -189,6 +200,8 @@ class GatewayApp:
         body = request.body
         deadline = start + route.timeout_s + self._margin_s
         replicas = route.replicas
+        current = route
+        model = model_request_key(fwd_path) if route.multi_model and self.model_routing else None
         tried: list[ReplicaState] = []
         tried_idx: set[int] = set()
         now = start
@@ -197,9 +210,13 @@ class GatewayApp:
             if tried:
                 # A retry routes on the table as it is now: a push may have added replicas or marked some
                 # draining since the first attempt.
-                replicas = self.routes.get(route.name_bytes, route).replicas
+                current = self.routes.get(route.name_bytes, route)
+                replicas = current.replicas
                 tried_idx = {i for i, r in enumerate(replicas) if r in tried}
-            idx = choose_replica(replicas, self._rng, now, tried_idx)
+            if model is None:
+                idx = choose_replica(replicas, self._rng, now, tried_idx)
+            else:
+                idx = choose_for_model(current, model[0], model[1], now, tried_idx)
             if idx is None:
                 break
             rep = replicas[idx]
