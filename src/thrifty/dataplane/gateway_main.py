@@ -3,7 +3,10 @@
 
 Binds the public listener and the admin listener (loopback), then writes ``{"port": N, "admin_port": M}``
 to ``--port-file`` atomically. Starts with an empty routing table (every API is 404 until the operator
-pushes routes). On SIGTERM/SIGINT: stops accepting, lets in-flight requests finish (up to ``--grace-s``),
+pushes routes). For multi-model APIs it polls the replicas for the models they hold (every
+``--model-poll-s``) and routes each request to a replica that holds its model; ``--model-routing off`` (or
+``THRIFTY_MODEL_ROUTING=0`` in the environment, which ``thrifty up`` passes on) routes them like any other
+request, the baseline of ``benchmarks/multimodel``. On SIGTERM/SIGINT: stops accepting, lets in-flight requests finish (up to ``--grace-s``),
 exits 0. Exit code 2: the token file is unreadable or a port cannot be bound.
 """
 
@@ -12,12 +15,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 
 import orjson
 
 from thrifty.dataplane.gateway import GatewayApp
 from thrifty.dataplane.gateway_admin import AdminApp
+from thrifty.dataplane.gateway_models import POLL_INTERVAL_S, ModelPoller
 from thrifty.dataplane.http_server import HttpServer
 from thrifty.dataplane.process_io import run_main, stop_event_on_signals, write_atomic
 from thrifty.dataplane.upstream import UpstreamPool
@@ -36,13 +41,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--port-file", required=True, help='receives {"port": N, "admin_port": M} once listening')
     p.add_argument("--token-file", required=True, help="file holding the admin bearer token")
     p.add_argument("--grace-s", type=float, default=30.0, help="longest wait for in-flight requests on SIGTERM")
+    p.add_argument(
+        "--model-routing",
+        choices=("on", "off"),
+        default="off"
+        if os.environ.get("THRIFTY_MODEL_ROUTING", "1").strip().lower() in ("0", "off", "false")
+        else "on",
+        help="multi-model APIs: prefer replicas that hold the model (default on; env THRIFTY_MODEL_ROUTING=0: off)",
+    )
+    p.add_argument("--model-poll-s", type=float, default=POLL_INTERVAL_S, help="how often replicas report models")
     return p.parse_args(argv)
 
 
 async def serve(args: argparse.Namespace, token: str) -> int:
     loop = asyncio.get_running_loop()
     pool = UpstreamPool()
-    gateway = GatewayApp(pool)
+    gateway = GatewayApp(pool, model_routing=args.model_routing == "on")
+    poller = ModelPoller(pool, lambda: list(gateway.routes.values()), interval_s=args.model_poll_s)
     public = HttpServer(gateway, host=args.host, port=args.port)
     admin = HttpServer(AdminApp(gateway, token), host=args.admin_host, port=args.admin_port)
     try:
@@ -55,7 +70,9 @@ async def serve(args: argparse.Namespace, token: str) -> int:
     stop = stop_event_on_signals(loop)
     write_atomic(args.port_file, orjson.dumps({"port": public.port, "admin_port": admin.port}))
     _log.info("listening on %s:%d (admin %s:%d)", args.host, public.port, args.admin_host, admin.port)
+    poller.start()
     await stop.wait()
+    await poller.stop()
     _log.info("stopping (grace %.1fs)", args.grace_s)
     await public.stop(args.grace_s)
     await admin.stop(1.0)
