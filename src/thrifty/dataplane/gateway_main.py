@@ -6,8 +6,8 @@ to ``--port-file`` atomically. Starts with an empty routing table (every API is 
 pushes routes). For multi-model APIs it polls the replicas for the models they hold (every
 ``--model-poll-s``) and routes each request to a replica that holds its model; ``--model-routing off`` (or
 ``THRIFTY_MODEL_ROUTING=0`` in the environment, which ``thrifty up`` passes on) routes them like any other
-request, the baseline of ``benchmarks/multimodel``. On SIGTERM/SIGINT: stops accepting, lets in-flight requests finish (up to ``--grace-s``),
-exits 0. Exit code 2: the token file is unreadable or a port cannot be bound.
+request, the baseline of ``benchmarks/multimodel``. On SIGTERM/SIGINT: stops accepting, lets in-flight
+requests finish (up to ``--grace-s``), exits 0. Exit code 2: the token file is unreadable or a port cannot be bound.
 """
 
 from __future__ import annotations
@@ -41,12 +41,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--port-file", required=True, help='receives {"port": N, "admin_port": M} once listening')
     p.add_argument("--token-file", required=True, help="file holding the admin bearer token")
     p.add_argument("--grace-s", type=float, default=30.0, help="longest wait for in-flight requests on SIGTERM")
+    routing_env = os.environ.get("THRIFTY_MODEL_ROUTING", "1").strip().lower()
     p.add_argument(
         "--model-routing",
         choices=("on", "off"),
-        default="off"
-        if os.environ.get("THRIFTY_MODEL_ROUTING", "1").strip().lower() in ("0", "off", "false")
-        else "on",
+        default="off" if routing_env in ("0", "off", "false") else "on",
         help="multi-model APIs: prefer replicas that hold the model (default on; env THRIFTY_MODEL_ROUTING=0: off)",
     )
     p.add_argument("--model-poll-s", type=float, default=POLL_INTERVAL_S, help="how often replicas report models")
