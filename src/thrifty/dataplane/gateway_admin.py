@@ -6,7 +6,8 @@ by its owner), else 401.
 - ``PUT /_thrifty/routes``: body ``{"apis": {"<name>": {"replicas": [{"id", "host", "port", "draining"}],
   "api_keys_sha256": [...], "max_payload": int, "request_timeout_s": float}}}`` replaces the whole table.
 - ``GET /_thrifty/routes``: the table as the gateway holds it.
-- ``GET /_thrifty/stats``: cumulative counters per API (see ``ApiStats.to_json``).
+- ``GET /_thrifty/stats``: cumulative counters per API (see ``ApiStats.to_json``); for a multi-model API also
+  ``models``: per model, its versions, the replicas holding each and cache counters (``gateway_models``).
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ def _routes_json(gateway: GatewayApp) -> dict[str, object]:
                 "api_keys_sha256": list(r.key_hashes),
                 "max_payload": r.max_payload,
                 "request_timeout_s": r.timeout_s,
+                "multi_model": r.multi_model,
             }
             for r in gateway.routes.values()
         }
