@@ -65,6 +65,28 @@ def api_rows(apis: list[dict[str, Any]]) -> str:
     return table(headers, rows)
 
 
+def model_table(models: list[dict[str, Any]]) -> str:
+    """A multi-model API's models: versions, versions in memory, and which replicas hold which version."""
+
+    def versions(vs: list[int]) -> str:
+        return ",".join(str(v) for v in vs) or "-"
+
+    rows = [
+        [
+            m["name"],
+            versions(m["versions"]),
+            versions(m["versions_held"]),
+            " ".join(f"{r}({versions(vs)})" for r, vs in m["replicas"].items()) or "-",
+            str(m["hits"]),
+            str(m["misses"]),
+            str(m["loads"]),
+            str(m["evictions"]),
+        ]
+        for m in models
+    ]
+    return table(["MODEL", "VERSIONS", "IN MEMORY", "REPLICAS", "HITS", "MISSES", "LOADS", "EVICTIONS"], rows)
+
+
 def api_detail(a: dict[str, Any]) -> str:
     out = [api_rows([a]), "", f"endpoint: {a['endpoint']}", f"revision: {a['revision']}"]
     scaling = a.get("autoscaling")
@@ -83,6 +105,9 @@ def api_detail(a: dict[str, Any]) -> str:
             for r in reps
         ]  # fmt: skip
         out += ["", table(["REPLICA", "STATE", "REVISION", "PORT", "PID", "IN-FLIGHT", "STARTED"], rows)]
+    models = a.get("models")
+    if models is not None:
+        out += ["", model_table(models) if models else "models: none loaded yet"]
     events = a.get("events", [])
     if events:
         out += ["", "recent events:"]

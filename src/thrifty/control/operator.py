@@ -234,6 +234,8 @@ class Operator:
             scaler = self._scalers.get(name)
             out["autoscaling"] = scaler.last_decision if scaler is not None else None
             out["config"] = rt.spec.config_json
+            if rt.spec.config.models is not None:
+                out["models"] = self.traffic.models(name)
         return out
 
     def list_apis(self) -> list[dict[str, Any]]:
@@ -369,6 +371,7 @@ class Operator:
                 "hold_when_empty": scaling.min_replicas == 0,
                 "cold_start_timeout_s": scaling.cold_start_timeout,
                 "max_cold_queue": scaling.max_cold_queue,
+                "multi_model": rt.spec.config.models is not None,
             }
         return {"apis": apis}
 

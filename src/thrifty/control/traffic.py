@@ -49,6 +49,31 @@ def _total(api: dict[str, Any]) -> int:
     return sum(int(v) for v in api.get("requests", {}).values())
 
 
+def model_rows(models: Any) -> list[dict[str, Any]]:
+    """A multi-model API's models from the gateway's ``models`` document (see ``dataplane.gateway_models``):
+    name, known versions, the versions in memory and the replicas holding each, cache counters."""
+    rows: list[dict[str, Any]] = []
+    if not isinstance(models, dict):
+        return rows
+    for name, m in sorted(models.items()):
+        if not isinstance(m, dict):
+            continue
+        replicas = m.get("replicas")
+        if not isinstance(replicas, dict):
+            replicas = {}
+        held = sorted({int(v) for vs in replicas.values() if isinstance(vs, list) for v in vs if isinstance(v, int)})
+        rows.append(
+            {
+                "name": str(name),
+                "versions": [v for v in m.get("versions", []) if isinstance(v, int)],
+                "versions_held": held,
+                "replicas": {str(r): sorted(vs) for r, vs in sorted(replicas.items()) if isinstance(vs, list)},
+                **{k: int(m.get(k, 0) or 0) for k in ("hits", "misses", "loads", "evictions")},
+            }
+        )
+    return rows
+
+
 class TrafficHistory:
     def __init__(self) -> None:
         self._samples: deque[Sample] = deque()
@@ -64,6 +89,10 @@ class TrafficHistory:
     def reset(self) -> None:
         """The gateway restarted: its counters started again from zero."""
         self._samples.clear()
+
+    def models(self, name: str) -> list[dict[str, Any]]:
+        """The models of a multi-model API in the latest snapshot (``model_rows``); [] before any."""
+        return model_rows(_api(self._samples[-1], name).get("models")) if self._samples else []
 
     def _baseline(self, window_s: float) -> Sample | None:
         if not self._samples:
