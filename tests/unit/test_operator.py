@@ -126,7 +126,8 @@ async def test_redeploy_rolls_and_autoscaling_change_applies_in_place(env: Any, 
     await tick(op, clock, 1.0)
     assert engine.stopped == [first]
     routes = gateway.tables[-1]["apis"]["iris"]["replicas"]
-    assert [r["id"] for r in routes] == [engine.started[1].replica_id]
+    assert [r["id"] for r in routes if not r["draining"]] == [engine.started[1].replica_id]
+    assert [r["id"] for r in routes if r["draining"]] == [first]  # draining until it exits
     await tick(op, clock)
     assert op.describe("iris")["status"] == "live"
 

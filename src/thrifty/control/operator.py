@@ -360,10 +360,17 @@ class Operator:
             serving = rt.spec.config.serving
             scaling = rt.spec.config.autoscaling
             apis[name] = {
+                # Replicas being stopped stay listed as draining until they exit: the gateway sends them
+                # nothing new, and retries elsewhere a request that their exit cuts off.
                 "replicas": [
-                    {"id": o.replica_id, "host": o.host, "port": o.port, "draining": False}
+                    {
+                        "id": o.replica_id,
+                        "host": o.host,
+                        "port": o.port,
+                        "draining": o.state == "stopping" or o.replica_id in stopping,
+                    }
                     for o in observed
-                    if o.api == name and o.state == "ready" and o.replica_id not in stopping and o.port
+                    if o.api == name and o.port and (o.state == "ready" or o.state == "stopping")
                 ],
                 "api_keys_sha256": self._api_keys.get(name, []),
                 "max_payload": serving.max_payload,
