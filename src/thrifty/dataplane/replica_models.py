@@ -202,6 +202,7 @@ class ModelServing:
         return {
             **self.cache.snapshot(),
             "waiting": self.waiting,
+            "cache_dir": self._cache_dir.path if self._cache_dir is not None else None,
             "preload_failures": self.preload_failures,
             "config": self.config.model_dump(mode="json"),
         }
