@@ -57,6 +57,8 @@ def test_deploy_predict_get_logs_delete(platform: Any, project: Any) -> None:
 
     logs = platform.cli("logs", "iris").stdout
     assert "ready" in logs and "[iris-" in logs
+    json_lines = [orjson.loads(line) for line in platform.cli("logs", "iris", "-o", "json").stdout.splitlines()]
+    assert json_lines and json_lines[0]["replica"].startswith("iris-")
 
     events = platform.json("events", "iris")
     assert isinstance(events, list) and any(e["kind"] == "deploy" for e in events)
@@ -176,3 +178,12 @@ def test_api_keys(platform: Any, project: Any) -> None:
     denied = platform.cli("predict", "echo", "-d", '{"b": 2}', check=False)
     assert denied.returncode == 11 and "401" in denied.stderr
     platform.cli("delete", "echo")
+
+
+def test_embeddings_example_serves_real_embeddings(platform: Any, project: Any) -> None:
+    pytest.importorskip("sentence_transformers", reason="the embeddings example needs thrifty[embeddings]")
+    platform.cli("deploy", str(project("embeddings")), "--timeout", "180")
+    with httpx.Client(base_url=platform.gateway, timeout=60) as http:
+        out = http.post("/embeddings", json={"texts": ["a cat sits on the mat", "a kitten rests on a rug"]}).json()
+    assert out["dim"] == 384 and len(out["embeddings"]) == 2 and len(out["embeddings"][0]) == 384
+    platform.cli("delete", "embeddings")

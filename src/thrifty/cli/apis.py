@@ -123,11 +123,17 @@ def predict(
 @click.argument("name")
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new lines.")
 @click.option("--tail", default=100, show_default=True, help="Lines of each replica's log to start with.")
+@click.option(
+    "-o", "--output", type=click.Choice(["table", "json"]), default="table", help="json: one JSON object a line."
+)
 @click.pass_context
-def logs(ctx: click.Context, name: str, follow: bool, tail: int) -> None:
+def logs(ctx: click.Context, name: str, follow: bool, tail: int, output: str) -> None:
     """Print the logs of API NAME's replicas."""
     for entry in client_of(ctx).logs(name, follow=follow, tail=tail):
-        click.echo(f"[{entry['replica']}] {entry['line']}")
+        if output == "json":
+            click.echo(orjson.dumps(entry).decode())
+        else:
+            click.echo(f"[{entry['replica']}] {entry['line']}")
 
 
 @click.command()
