@@ -17,7 +17,7 @@ import pytest
 from thrifty.config import ApiConfig, load_config
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"
-EXAMPLES = ("echo", "iris", "embeddings")
+EXAMPLES = ("echo", "iris", "embeddings", "translator")
 
 
 def apis_of(folder: Path) -> list[ApiConfig]:
