@@ -135,7 +135,8 @@ class Operator:
     # admin operations ----------------------------------------------------------------------------------
     async def deploy(self, archive: bytes, config_name: str | None = None) -> dict[str, Any]:
         """Validate fully, then apply. A bad project changes nothing that runs."""
-        project_hash, project_dir = unpack(archive, self.home.projects_dir)
+        # Extraction and hashing are blocking file work: keep them off the loop that runs the reconcile ticks.
+        project_hash, project_dir = await asyncio.to_thread(unpack, archive, self.home.projects_dir)
         names = [config_name] if config_name else list(CONFIG_NAMES)
         config_file = next((project_dir / n for n in names if (project_dir / n).is_file()), None)
         if config_file is None:
@@ -150,7 +151,8 @@ class Operator:
                 )
         keys = {api.name: _resolve_keys(api.auth.api_keys, source) for api in config.apis}
         # The config file is not code: editing only autoscaling or keys in it must not restart replicas.
-        code_hash = hash_files(project_dir, [f for f in project_files(project_dir) if f != config_file.name])
+        code_files = [f for f in project_files(project_dir) if f != config_file.name]
+        code_hash = await asyncio.to_thread(hash_files, project_dir, code_files)
         now = self.clock()
         results = []
         for api in config.apis:
