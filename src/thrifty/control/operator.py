@@ -100,6 +100,7 @@ class Operator:
         self._api_keys: dict[str, list[str]] = {}
         self._recorded: set[str] = set()
         self._scalers: dict[str, ApiScaler] = {}
+        self._deploy_lock = asyncio.Lock()
         self._scaler_generation = 0
 
     # lifecycle ---------------------------------------------------------------------------------------
@@ -135,6 +136,10 @@ class Operator:
     # admin operations ----------------------------------------------------------------------------------
     async def deploy(self, archive: bytes, config_name: str | None = None) -> dict[str, Any]:
         """Validate fully, then apply. A bad project changes nothing that runs."""
+        async with self._deploy_lock:  # two deploys at once apply one after the other, never interleaved
+            return await self._deploy(archive, config_name)
+
+    async def _deploy(self, archive: bytes, config_name: str | None) -> dict[str, Any]:
         # Extraction and hashing are blocking file work: keep them off the loop that runs the reconcile ticks.
         project_hash, project_dir = await asyncio.to_thread(unpack, archive, self.home.projects_dir)
         names = [config_name] if config_name else list(CONFIG_NAMES)
