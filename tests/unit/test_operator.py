@@ -37,6 +37,10 @@ class FakeGateway:
     def url(self) -> str:
         return "http://127.0.0.1:8888"
 
+    @property
+    def pid(self) -> int | None:
+        return None
+
     def alive(self) -> bool:
         return True
 
@@ -67,7 +71,7 @@ def env(tmp_path: Path) -> tuple[Operator, FakeEngine, FakeGateway, Clock]:
     home.ensure()
     engine = FakeEngine(clock, ready_after_s=1.0)
     gateway = FakeGateway()
-    op = Operator(home, Store(home.db_path), engine, gateway, clock=clock)
+    op = Operator(home, Store(home.db_path), engine, gateway, clock=clock, mono=clock)
     return op, engine, gateway, clock
 
 
@@ -176,11 +180,11 @@ async def test_restart_restores_deployed_apis(tmp_path: Path) -> None:
     clock = Clock()
     home = Home(tmp_path / "home")
     home.ensure()
-    op = Operator(home, Store(home.db_path), FakeEngine(clock), FakeGateway(), clock=clock)
+    op = Operator(home, Store(home.db_path), FakeEngine(clock), FakeGateway(), clock=clock, mono=clock)
     await op.deploy(project(tmp_path / "p", "apis:\n  - name: iris\n  - name: echo\n"))
     op.store.close()
     engine = FakeEngine(clock)
-    op2 = Operator(home, Store(home.db_path), engine, FakeGateway(), clock=clock)
+    op2 = Operator(home, Store(home.db_path), engine, FakeGateway(), clock=clock, mono=clock)
     await op2.start()
     try:
         await op2.reconcile_once()

@@ -23,6 +23,9 @@ class Gateway(Protocol):
     @property
     def url(self) -> str: ...
 
+    @property
+    def pid(self) -> int | None: ...
+
     def alive(self) -> bool: ...
 
     async def start(self, timeout_s: float = 20.0) -> None: ...
@@ -53,6 +56,10 @@ class GatewayLink:
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
 
     async def start(self, timeout_s: float = 20.0) -> None:
         port_file = self._run_dir / "gateway.json"
@@ -88,14 +95,17 @@ class GatewayLink:
         self.port = int(info["port"])
         self.admin_port = int(info["admin_port"])
         token = self._token_path.read_text().strip()
-        if self._client is not None:
-            await self._client.aclose()
-        self._client = httpx.AsyncClient(
-            base_url=f"http://127.0.0.1:{self.admin_port}",
-            headers={"Authorization": f"Bearer {token}"},
-            timeout=5.0,
+        old, self._client = (
+            self._client,
+            httpx.AsyncClient(
+                base_url=f"http://127.0.0.1:{self.admin_port}",
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=5.0,
+            ),
         )
         self.generation += 1
+        if old is not None:  # swapped first: a concurrent stats() never meets a closed client
+            await old.aclose()
 
     def _log_tail(self, lines: int = 20) -> str:
         try:

@@ -78,7 +78,7 @@ def start(home: Home, *, host: str, port: int, detach: bool, timeout_s: float = 
         time.sleep(0.1)
 
 
-def stop(home: Home, *, timeout_s: float = 60.0) -> bool:
+def stop(home: Home, *, timeout_s: float = 180.0) -> bool:
     """Ask the operator to drain and stop; returns False when nothing was running."""
     pid = running_pid(home)
     if pid is None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import fcntl
 import logging
 import os
 import signal
@@ -28,7 +29,7 @@ from thrifty.control.store import Store
 from thrifty.dataplane.http_messages import Request, Response
 from thrifty.dataplane.http_server import HttpServer
 from thrifty.engines.local import LocalEngine
-from thrifty.errors import ThriftyError
+from thrifty.errors import PlatformAlreadyRunningError, ThriftyError
 from thrifty.event_loop import run_loop
 
 log = logging.getLogger("thrifty.operator")
@@ -41,12 +42,14 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
-async def reap_leftovers(store: Store) -> None:
+async def reap_leftovers(store: Store, home: Home) -> None:
     """Stop processes that a crashed operator started (checked by command line, so a reused pid is safe)."""
     victims = []
+    gateway_mark = str(home.run_dir / "gateway.json")  # the gateway's --port-file names this home
     for proc_id, kind, _api, pid in store.processes():
         cmd = _cmdline(pid)
-        if pid_alive(pid) and "thrifty.dataplane" in cmd and (proc_id in cmd or kind == "gateway"):
+        ours = proc_id in cmd if kind == "replica" else gateway_mark in cmd
+        if pid_alive(pid) and "thrifty.dataplane" in cmd and ours:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
             victims.append(pid)
@@ -89,27 +92,38 @@ class _AdminApp:
         return Response(out.status, out.body, out.content_type.encode())
 
 
+def _lock_home(home: Home) -> int:
+    """One operator per home: an exclusive lock held for the operator's whole life (released at exit)."""
+    fd = os.open(home.root / "operator.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise PlatformAlreadyRunningError(f"another operator is running for {home.root}") from None
+    return fd
+
+
 async def serve(home: Home, host: str, port: int) -> None:
     home.ensure()
+    lock_fd = _lock_home(home)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):  # from the start: a Ctrl-C during start-up still cleans up
+        loop.add_signal_handler(sig, stop.set)
     token = home.new_token()
     store = Store(home.db_path)
-    await reap_leftovers(store)
+    await reap_leftovers(store, home)
     engine = LocalEngine(home.root)
     gateway = GatewayLink(
         run_dir=home.run_dir, log_path=home.logs_dir / "gateway.log", token_path=home.token_path, host=host, port=port
     )
     await gateway.start()
-    if gateway.proc is not None:
-        store.put_process("gateway", "gateway", None, gateway.proc.pid, time.time())
     operator = Operator(home, store, engine, gateway)
-    stop = asyncio.Event()
+    operator.record_gateway()
     admin = AdminApi(operator, token, on_shutdown=stop.set)
 
     server = HttpServer(_AdminApp(admin), host="127.0.0.1", port=0)
     await server.start()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     await operator.start()
     _write_operator_file(home, server.port, gateway)
     log.info("operator ready: admin 127.0.0.1:%d, gateway %s", server.port, gateway.url)
@@ -117,11 +131,14 @@ async def serve(home: Home, host: str, port: int) -> None:
         await stop.wait()
         log.info("shutting down: draining replicas")
     finally:
-        home.operator_file.unlink(missing_ok=True)
-        await operator.stop()
-        await server.stop(5.0)
-        store.delete_process("gateway")
-        store.close()
+        try:
+            await operator.stop()
+            await server.stop(5.0)
+            store.delete_process("gateway")
+            store.close()
+        finally:
+            home.operator_file.unlink(missing_ok=True)  # last: until here `thrifty up` must see us running
+            os.close(lock_fd)
         log.info("stopped")
 
 

@@ -35,6 +35,7 @@ from thrifty.spec import ApiSpec
 log = logging.getLogger("thrifty.operator")
 
 ROUTES_REFRESH_S = 5.0
+REPLICA_DRAIN_MARGIN_S = 5.0
 
 
 @dataclass
@@ -54,6 +55,12 @@ class ApiRuntime:
         return self.spec.revision + self.refresh_nonce
 
 
+def redacted(config: dict[str, Any]) -> dict[str, Any]:
+    """An API config with its literal keys hidden (they live in state.db, never in answers or replicas)."""
+    keys = config.get("auth", {}).get("api_keys", [])
+    return {**config, "auth": {**config["auth"], "api_keys": ["(redacted)"] * len(keys)}} if keys else config
+
+
 def _resolve_keys(keys: list[str], source: str) -> list[str]:
     out = []
     for key in keys:
@@ -65,7 +72,7 @@ def _resolve_keys(keys: list[str], source: str) -> list[str]:
                     "which is not set for the operator"
                 )
             key = value
-        out.append(hashlib.sha256(key.encode()).hexdigest())
+        out.append(hashlib.sha256(key.strip().encode()).hexdigest())
     return out
 
 
@@ -80,6 +87,7 @@ class Operator:
         tick_s: float = 0.25,
         stop_grace_s: float = 30.0,
         clock: Callable[[], float] = time.time,
+        mono: Callable[[], float] = time.monotonic,
     ) -> None:
         self.home = home
         self.store = store
@@ -87,7 +95,8 @@ class Operator:
         self.gateway = gateway
         self.tick_s = tick_s
         self.stop_grace_s = stop_grace_s
-        self.clock = clock
+        self.clock = clock  # wall time: timestamps shown to users
+        self.mono = mono  # monotonic: every duration the policies measure
         self.apis: dict[str, ApiRuntime] = {}
         self.traffic = TrafficHistory()
         self.observed: list[ReplicaObservation] = []
@@ -102,6 +111,8 @@ class Operator:
         self._scalers: dict[str, ApiScaler] = {}
         self._deploy_lock = asyncio.Lock()
         self._scaler_generation = 0
+        self._gateway_failures = 0
+        self._gateway_retry_at = 0.0
 
     # lifecycle ---------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -124,14 +135,17 @@ class Operator:
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        # Routes first (no new work to replicas), then drain replicas, then the gateway.
-        with contextlib.suppress(httpx.HTTPError):
-            await self.gateway.push_routes({"apis": {}})
-        await self.engine.close(self.stop_grace_s)
-        await self.gateway.stop(self.stop_grace_s)
+        for result in await asyncio.gather(*self._tasks, return_exceptions=True):
+            if isinstance(result, Exception):
+                log.error("background task had failed: %r", result)
+        try:
+            # Every replica draining: the gateway sends nothing new and answers 503 + Retry-After, not 404.
+            table = self.routes_table(self.observed, {o.replica_id for o in self.observed})
+            with contextlib.suppress(httpx.HTTPError, RuntimeError):
+                await self.gateway.push_routes(table)
+            await self.engine.close(self.stop_grace_s)
+        finally:
+            await self.gateway.stop(self.stop_grace_s)
 
     # admin operations ----------------------------------------------------------------------------------
     async def deploy(self, archive: bytes, config_name: str | None = None) -> dict[str, Any]:
@@ -175,6 +189,7 @@ class Operator:
                 current.desired = min(max(current.desired, api.autoscaling.min_replicas), api.autoscaling.max_replicas)
                 if action == "updated":
                     current.last_error = None
+                    current.status = "updating"  # until the next tick sees the new revision's replicas
             self._api_keys[api.name] = keys[api.name]
             if action != "unchanged":
                 self.store.put_api(spec, now)
@@ -192,6 +207,7 @@ class Operator:
     async def delete(self, name: str) -> dict[str, Any]:
         self._runtime(name)
         del self.apis[name]
+        self._api_keys.pop(name, None)
         self.store.delete_api(name)
         self.store.add_event(name, "delete", "API deleted", self.clock())
         self._wake.set()
@@ -200,6 +216,7 @@ class Operator:
     def refresh(self, name: str) -> dict[str, Any]:
         rt = self._runtime(name)
         rt.refresh_nonce = "-" + secrets.token_hex(3)
+        rt.status = "updating"
         self.store.add_event(name, "refresh", f"rolling restart (revision {rt.revision})", self.clock())
         self._wake.set()
         return {"name": name, "revision": rt.revision}
@@ -240,7 +257,7 @@ class Operator:
             out["rollout"] = rt.last_plan
             scaler = self._scalers.get(name)
             out["autoscaling"] = scaler.last_decision if scaler is not None else None
-            out["config"] = rt.spec.config_json
+            out["config"] = redacted(rt.spec.config_json)
             if rt.spec.config.models is not None:
                 out["models"] = self.traffic.models(name)
         return out
@@ -251,21 +268,18 @@ class Operator:
     # reconcile -----------------------------------------------------------------------------------------
     async def _reconcile_loop(self) -> None:
         while True:
+            self._wake.clear()  # before the tick: a wake-up that arrives during it is kept for the next one
             try:
                 await self.reconcile_once()
             except Exception:  # the loop must survive anything one tick does
                 log.exception("reconcile tick failed")
-            self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.tick_s)
 
     async def reconcile_once(self) -> None:
-        now = self.clock()
+        now = self.mono()
         if not self.gateway.alive():
-            self.store.add_event("-", "gateway", "the gateway exited; restarting it", now)
-            await self.gateway.start()
-            self.traffic.reset()
-            self._routes = None
+            await self._restart_gateway(now)
         observed = self.engine.observe()
         for obs in observed:
             if obs.state == "exited":
@@ -293,7 +307,7 @@ class Operator:
             rt.rollout = p.state
             rt.last_plan = p.reason
             if p.status != rt.status:
-                self.store.add_event(name, "status", f"{rt.status} -> {p.status}", now)
+                self.store.add_event(name, "status", f"{rt.status} -> {p.status}", self.clock())
                 rt.status = p.status
             stops.extend(p.stop)
             starts.extend(self._launch(rt) for _ in range(p.start))
@@ -301,12 +315,45 @@ class Operator:
 
         self.observed = observed
         self._record_processes(observed)
-        await self._push_routes(observed, set(stops), now)
+        if not await self._push_routes(observed, set(stops), now):
+            stops = []  # the gateway does not know they drain: stopping them now would cut requests off
         for rid in stops:
-            await self.engine.stop_replica(rid, self.stop_grace_s)
+            await self.engine.stop_replica(rid, self._grace_s(rid))
         for launch in starts:
+            current = self.apis.get(launch.api)
+            if current is None or current.revision != launch.revision:
+                continue  # deleted or redeployed while this tick was waiting on the gateway
             await self.engine.start_replica(launch)
-            self.store.add_event(launch.api, "replica", f"starting {launch.replica_id}", now)
+            self.store.add_event(launch.api, "replica", f"starting {launch.replica_id}", self.clock())
+
+    def _grace_s(self, replica_id: str) -> float:
+        """A stopping replica may finish its longest allowed request, plus a margin, before it is killed."""
+        obs = next((o for o in self.observed if o.replica_id == replica_id), None)
+        rt = self.apis.get(obs.api) if obs is not None else None
+        timeout = rt.spec.config.serving.request_timeout if rt is not None else self.stop_grace_s
+        return max(self.stop_grace_s, timeout + REPLICA_DRAIN_MARGIN_S) + REPLICA_DRAIN_MARGIN_S
+
+    async def _restart_gateway(self, now: float) -> None:
+        if now < self._gateway_retry_at:
+            return
+        self._gateway_failures += 1
+        if self._gateway_failures == 1:
+            self.store.add_event("-", "gateway", "the gateway exited; restarting it", self.clock())
+        try:
+            await self.gateway.start()
+        except Exception as exc:  # keep reconciling replicas; retry with backoff
+            self._gateway_retry_at = now + min(30.0, 0.5 * 2**self._gateway_failures)
+            log.error("gateway restart failed (attempt %d): %s", self._gateway_failures, exc)
+            return
+        self._gateway_failures = 0
+        self.record_gateway()
+        self.traffic.reset()
+        self._routes = None
+
+    def record_gateway(self) -> None:
+        """Keep the gateway's pid in the store, so a later operator can clean up after a crash."""
+        if self.gateway.pid is not None:
+            self.store.put_process("gateway", "gateway", None, self.gateway.pid, self.clock())
 
     def _record_processes(self, observed: list[ReplicaObservation]) -> None:
         """Keep the pids of running replicas in the store, so a later operator can clean up after a crash."""
@@ -326,7 +373,8 @@ class Operator:
             replica_id=rid,
             api=spec.name,
             revision=rt.revision,
-            config=spec.config_json,
+            # The predictor has no business with the API keys: the gateway checks them.
+            config={**spec.config_json, "auth": {"api_keys": []}},
             project_dir=spec.project_dir,
             env=dict(spec.config.predictor.env),
         )
@@ -344,7 +392,7 @@ class Operator:
             obs.api,
             "replica_exited",
             f"{obs.replica_id}: {text}",
-            now,
+            self.clock(),
             {"exit_code": obs.exit_code, "error": obs.error, "log": obs.log_path},
         )
         if rt is None:
@@ -358,7 +406,7 @@ class Operator:
                 "where": (obs.error or {}).get("where"),
                 "log": obs.log_path,
                 "traceback": (obs.error or {}).get("traceback"),
-                "at": now,
+                "at": self.clock(),
             }
 
     def routes_table(self, observed: list[ReplicaObservation], stopping: set[str]) -> dict[str, Any]:
@@ -389,50 +437,52 @@ class Operator:
             }
         return {"apis": apis}
 
-    async def _push_routes(self, observed: list[ReplicaObservation], stopping: set[str], now: float) -> None:
+    async def _push_routes(self, observed: list[ReplicaObservation], stopping: set[str], now: float) -> bool:
+        """Send the routing table if it changed (or every few seconds); False when the gateway did not take it."""
         table = self.routes_table(observed, stopping)
         stale = now - self._routes_pushed_s > ROUTES_REFRESH_S
         if table == self._routes and not stale and self._gateway_generation == self.gateway.generation:
-            return
+            return True
         try:
             await self.gateway.push_routes(table)
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, RuntimeError) as exc:
             log.warning("could not push routes to the gateway: %s", exc)
-            return
+            return False
         self._routes = table
         self._routes_pushed_s = now
         self._gateway_generation = self.gateway.generation
+        return True
 
     # metrics -------------------------------------------------------------------------------------------
     async def _metrics_loop(self) -> None:
         while True:
             await asyncio.sleep(1.0)
-            generation = self.gateway.generation
             try:
-                stats = await self.gateway.stats()
-            except httpx.HTTPError:
-                continue
-            if generation != self.gateway.generation:
-                continue
-            self.traffic.add(time.monotonic(), stats)
-            try:
+                generation = self.gateway.generation
+                try:
+                    stats = await self.gateway.stats()
+                except (httpx.HTTPError, ValueError):
+                    continue
+                if generation != self.gateway.generation:
+                    continue
+                self.traffic.add(time.monotonic(), stats)
                 self.autoscale(stats, generation)
-            except Exception:  # a policy bug must not stop metrics collection
-                log.exception("autoscaling tick failed")
+            except Exception:  # the loop must survive anything one sample does: autoscaling depends on it
+                log.exception("metrics/autoscaling tick failed")
 
     async def refresh_traffic(self) -> None:
         """Take a fresh gateway snapshot so that `thrifty get` right after a request counts it."""
         generation = self.gateway.generation
         try:
             stats = await self.gateway.stats()
-        except httpx.HTTPError:
+        except (httpx.HTTPError, ValueError):
             return
         if generation == self.gateway.generation:
             self.traffic.add(time.monotonic(), stats)
 
     def autoscale(self, stats: dict[str, Any], generation: int) -> None:
         """One autoscaler tick for every API, from one gateway snapshot."""
-        now = self.clock()
+        now = self.mono()
         apis = stats.get("apis", {})
         for name in list(self._scalers):
             if name not in self.apis:
@@ -447,7 +497,7 @@ class Operator:
             decision = scaler.tick(api, rt.desired, now)
             if decision.desired != rt.desired:
                 summary = str(decision.reason.get("summary", f"{rt.desired} -> {decision.desired}"))
-                self.store.add_event(name, "scaling", summary, now, decision.reason)
+                self.store.add_event(name, "scaling", summary, self.clock(), decision.reason)
                 rt.desired = decision.desired
                 changed = True
         self._scaler_generation = generation
