@@ -19,6 +19,7 @@ from pathlib import Path
 from thrifty.errors import ConfigError
 
 MAX_PROJECT_BYTES = 256 * 2**20
+MAX_PROJECT_FILES = 50_000
 IGNORE_FILE = ".thriftyignore"
 ALWAYS_IGNORED = (".git", ".hg", ".venv", "venv", "__pycache__", "*.pyc", ".mypy_cache", ".pytest_cache",
                   ".ruff_cache", "node_modules", ".DS_Store")  # fmt: skip
@@ -58,12 +59,22 @@ def project_files(root: Path) -> list[str]:
     return sorted(out)
 
 
-def hash_files(root: Path, files: list[str]) -> str:
+def file_digests(root: Path, files: list[str]) -> dict[str, bytes]:
+    return {rel: hashlib.sha256((root / rel).read_bytes()).digest() for rel in files}
+
+
+def combine_digests(digests: dict[str, bytes], *, exclude: str | None = None) -> str:
+    """One hash over (path, content digest) pairs, in path order; ``exclude`` leaves one file out."""
     h = hashlib.sha256()
-    for rel in files:
-        h.update(rel.encode() + b"\0")
-        h.update(hashlib.sha256((root / rel).read_bytes()).digest())
+    for rel in sorted(digests):
+        if rel != exclude:
+            h.update(rel.encode() + b"\0")
+            h.update(digests[rel])
     return h.hexdigest()
+
+
+def hash_files(root: Path, files: list[str]) -> str:
+    return combine_digests(file_digests(root, files))
 
 
 def pack(root: Path) -> bytes:
@@ -88,24 +99,41 @@ def pack(root: Path) -> bytes:
     return buf.getvalue()
 
 
-def unpack(archive: bytes, projects_dir: Path) -> tuple[str, Path]:
-    """Extract into ``projects_dir/<hash>`` (once); returns (project hash, folder)."""
+def _check_members(tar: tarfile.TarFile) -> None:
+    """Refuse an archive that would expand past the project limit (a decompression bomb)."""
+    total = 0
+    for count, member in enumerate(tar, start=1):
+        total += member.size
+        if total > MAX_PROJECT_BYTES or count > MAX_PROJECT_FILES:
+            raise ConfigError(
+                f"the uploaded project expands to more than {MAX_PROJECT_BYTES // 2**20} MiB or "
+                f"{MAX_PROJECT_FILES} files"
+            )
+
+
+def unpack(archive: bytes, projects_dir: Path) -> tuple[Path, dict[str, bytes]]:
+    """Extract into ``projects_dir/<hash>`` (once); returns the folder and each file's content digest.
+
+    The digests come from the fresh extraction, never from a folder that already existed: replicas run in
+    that folder and may have written files into it (a trained model, a cache).
+    """
     projects_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".incoming-", dir=projects_dir))
     try:
         try:
             with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
+                _check_members(tar)
                 # The "data" filter refuses absolute paths, '..', links out of the tree and device files.
                 tar.extractall(tmp, filter="data")
-        except (tarfile.TarError, OSError, EOFError) as exc:
+        except (tarfile.TarError, EOFError, UnicodeDecodeError) as exc:
             raise ConfigError(f"the uploaded project archive is not valid: {exc}") from None
-        digest = hash_files(tmp, project_files(tmp))
-        dest = projects_dir / digest
+        digests = file_digests(tmp, project_files(tmp))
+        dest = projects_dir / combine_digests(digests)
         if dest.exists():
             shutil.rmtree(tmp)
         else:
             tmp.rename(dest)
-        return digest, dest
+        return dest, digests
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from thrifty.errors import ConfigError
-from thrifty.project_archive import hash_files, pack, project_files, unpack
+from thrifty.project_archive import combine_digests, hash_files, pack, project_files, unpack
 
 
 def make_project(root: Path) -> Path:
@@ -33,15 +33,27 @@ def test_ignores_caches_venvs_and_ignore_file(tmp_path: Path) -> None:
 
 def test_round_trip_is_content_addressed(tmp_path: Path) -> None:
     root = make_project(tmp_path / "p")
-    digest, folder = unpack(pack(root), tmp_path / "projects")
-    assert digest == hash_files(root, project_files(root))
+    folder, digests = unpack(pack(root), tmp_path / "projects")
+    assert folder.name == hash_files(root, project_files(root)) == combine_digests(digests)
     assert (folder / "pkg" / "helper.py").read_text() == "X = 1\n"
-    # Same content again: same folder, nothing new on disk.
-    digest2, folder2 = unpack(pack(root), tmp_path / "projects")
-    assert (digest2, folder2) == (digest, folder)
-    assert sorted(p.name for p in (tmp_path / "projects").iterdir()) == [digest]
+    # A replica writes into its folder (e.g. a trained model): the same upload still hashes the same.
+    (folder / "model.joblib").write_bytes(b"trained")
+    folder2, digests2 = unpack(pack(root), tmp_path / "projects")
+    assert (folder2, digests2) == (folder, digests)
+    assert sorted(p.name for p in (tmp_path / "projects").iterdir()) == [folder.name]
+    assert combine_digests(digests, exclude="thrifty.yaml") != combine_digests(digests)
     (root / "predictor.py").write_text("class Predictor: pass\n")
-    assert unpack(pack(root), tmp_path / "projects")[0] != digest
+    assert unpack(pack(root), tmp_path / "projects")[0] != folder
+
+
+def test_rejects_decompression_bomb(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import thrifty.project_archive as archive
+
+    packed = pack(make_project(tmp_path / "p"))
+    monkeypatch.setattr(archive, "MAX_PROJECT_BYTES", 10)
+    with pytest.raises(ConfigError, match="expands to more than"):
+        unpack(packed, tmp_path / "projects")
+    assert list((tmp_path / "projects").iterdir()) == []
 
 
 def test_rejects_path_traversal(tmp_path: Path) -> None:

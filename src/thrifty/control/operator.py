@@ -29,7 +29,7 @@ from thrifty.control.traffic import TrafficHistory
 from thrifty.engines.base import Engine, ReplicaLaunch, ReplicaObservation
 from thrifty.errors import ConfigError, NotFoundError
 from thrifty.policy.rollout import ReplicaView, RolloutState, plan, record_failure
-from thrifty.project_archive import hash_files, project_files, unpack
+from thrifty.project_archive import combine_digests, unpack
 from thrifty.spec import ApiSpec
 
 log = logging.getLogger("thrifty.operator")
@@ -155,7 +155,7 @@ class Operator:
 
     async def _deploy(self, archive: bytes, config_name: str | None) -> dict[str, Any]:
         # Extraction and hashing are blocking file work: keep them off the loop that runs the reconcile ticks.
-        project_hash, project_dir = await asyncio.to_thread(unpack, archive, self.home.projects_dir)
+        project_dir, digests = await asyncio.to_thread(unpack, archive, self.home.projects_dir)
         names = [config_name] if config_name else list(CONFIG_NAMES)
         config_file = next((project_dir / n for n in names if (project_dir / n).is_file()), None)
         if config_file is None:
@@ -170,8 +170,7 @@ class Operator:
                 )
         keys = {api.name: _resolve_keys(api.auth.api_keys, source) for api in config.apis}
         # The config file is not code: editing only autoscaling or keys in it must not restart replicas.
-        code_files = [f for f in project_files(project_dir) if f != config_file.name]
-        code_hash = await asyncio.to_thread(hash_files, project_dir, code_files)
+        code_hash = combine_digests(digests, exclude=config_file.name)
         now = self.clock()
         results = []
         for api in config.apis:
@@ -196,7 +195,7 @@ class Operator:
                 self.store.add_event(api.name, "deploy", f"{action} (revision {spec.revision})", now)
             results.append({"name": api.name, "action": action, "revision": self.apis[api.name].revision})
         self._wake.set()
-        return {"project": project_hash[:12], "apis": results}
+        return {"project": project_dir.name[:12], "apis": results}
 
     def _runtime(self, name: str) -> ApiRuntime:
         rt = self.apis.get(name)
