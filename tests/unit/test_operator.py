@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from thrifty.control.fake_gateway import FakeGateway
 from thrifty.control.home import Home
 from thrifty.control.operator import Operator
 from thrifty.control.store import Store
@@ -26,35 +27,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-class FakeGateway:
-    def __init__(self) -> None:
-        self.generation = 1
-        self.tables: list[dict[str, Any]] = []
-
-    @property
-    def url(self) -> str:
-        return "http://127.0.0.1:8888"
-
-    @property
-    def pid(self) -> int | None:
-        return None
-
-    def alive(self) -> bool:
-        return True
-
-    async def start(self, timeout_s: float = 20.0) -> None:
-        self.generation += 1
-
-    async def push_routes(self, table: dict[str, Any]) -> None:
-        self.tables.append(table)
-
-    async def stats(self) -> dict[str, Any]:
-        return {"apis": {}}
-
-    async def stop(self, grace_s: float) -> None:
-        pass
 
 
 def project(tmp: Path, yaml: str, code: str = PREDICTOR) -> bytes:

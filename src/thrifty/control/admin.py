@@ -16,13 +16,15 @@ from urllib.parse import parse_qs
 
 import orjson
 
+from thrifty.config.schema import API_NAME_RE
 from thrifty.control.logs import read_logs
 from thrifty.control.operator import Operator
-from thrifty.errors import AuthError, NotFoundError, ThriftyError
+from thrifty.errors import AuthError, NotFoundError, RequestError, ThriftyError
 
 log = logging.getLogger("thrifty.admin")
 
 MAX_UPLOAD_BYTES = 300 * 2**20
+UNAUTHORIZED_BODY_BYTES = 64 * 1024  # enough to answer 401; no one without the token makes us buffer more
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,13 @@ class AdminResponse:
 
 def _json(status: int, obj: Any) -> AdminResponse:
     return AdminResponse(status, orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY))
+
+
+def _int_param(q: dict[str, list[str]], name: str, default: int) -> int:
+    raw = q.get(name, [str(default)])[0]
+    if not raw.isdigit():
+        raise RequestError(f"{name} must be a non-negative whole number, got {raw!r}")
+    return int(raw)
 
 
 Handler = Callable[[re.Match[str], dict[str, list[str]], bytes], Awaitable[Any]]
@@ -67,6 +76,9 @@ class AdminApi:
                 if route_method != method:
                     allowed.append(route_method)
                     continue
+                name = match.groupdict().get("name")
+                if name is not None and not API_NAME_RE.match(name):
+                    raise RequestError(f"{name!r} is not an API name ([a-z][a-z0-9-]*, at most 40 characters)")
                 return _json(200, await handler(match, parse_qs(query), body))
             if allowed:
                 return _json(405, {"error": "method_not_allowed", "message": f"use {', '.join(allowed)}"})
@@ -77,10 +89,12 @@ class AdminApi:
             log.exception("admin request %s %s failed", method, path)
             return _json(500, {"error": "internal", "message": f"{type(exc).__name__}: {exc}"})
 
+    def authorized(self, authorization: str) -> bool:
+        given = authorization[7:].encode() if authorization.lower().startswith("bearer ") else b""
+        return bool(given) and hmac.compare_digest(given, self._token)
+
     def _authorize(self, headers: dict[str, str]) -> None:
-        auth = headers.get("authorization", "")
-        given = auth[7:].encode() if auth.lower().startswith("bearer ") else b""
-        if not given or not hmac.compare_digest(given, self._token):
+        if not self.authorized(headers.get("authorization", "")):
             raise AuthError("missing or wrong admin token (it is in $THRIFTY_HOME/token)")
 
     async def _status(self, m: re.Match[str], q: dict[str, list[str]], body: bytes) -> Any:
@@ -121,13 +135,19 @@ class AdminApi:
         if name not in self._op.apis and not api_dir.is_dir():
             raise NotFoundError(f"no API named {name!r} is deployed and no logs are kept for it")
         cursor_raw = q.get("cursor", [None])[0]
-        cursor = orjson.loads(cursor_raw) if cursor_raw else None
-        tail = int(q.get("tail", ["100"])[0])
-        return read_logs(api_dir, cursor, tail)
+        try:
+            cursor = orjson.loads(cursor_raw) if cursor_raw else None
+        except orjson.JSONDecodeError:
+            cursor = "bad"
+        if cursor is not None and not (
+            isinstance(cursor, dict) and all(isinstance(v, int) and v >= 0 for v in cursor.values())
+        ):
+            raise RequestError("cursor must be the JSON object a previous logs call returned")
+        return read_logs(api_dir, cursor, _int_param(q, "tail", 100))
 
     async def _events(self, m: re.Match[str], q: dict[str, list[str]], body: bytes) -> Any:
         kind = q.get("kind", [None])[0]
-        limit = int(q.get("limit", ["50"])[0])
+        limit = _int_param(q, "limit", 50)
         return {"events": [e.to_dict() for e in self._op.store.events(m["name"], kind, limit)]}
 
     async def _shutdown(self, m: re.Match[str], q: dict[str, list[str]], body: bytes) -> Any:

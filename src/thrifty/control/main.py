@@ -20,7 +20,7 @@ from pathlib import Path
 
 import orjson
 
-from thrifty.control.admin import MAX_UPLOAD_BYTES, AdminApi
+from thrifty.control.admin import MAX_UPLOAD_BYTES, UNAUTHORIZED_BODY_BYTES, AdminApi
 from thrifty.control.gateway_link import GatewayLink
 from thrifty.control.home import Home
 from thrifty.control.launcher import pid_alive
@@ -84,7 +84,8 @@ class _AdminApp:
         self._admin = admin
 
     def body_limit(self, request: Request) -> int:
-        return MAX_UPLOAD_BYTES
+        authorization = request.headers.get(b"authorization", b"").decode("latin-1")
+        return MAX_UPLOAD_BYTES if self._admin.authorized(authorization) else UNAUTHORIZED_BODY_BYTES
 
     async def handle(self, req: Request) -> Response:
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in req.headers.items()}
