@@ -38,6 +38,14 @@ def read_operator_file(home: Home) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+def _settled(api: dict[str, Any], revision: str | None) -> bool:
+    if revision is not None and api["revision"] != revision:
+        return False
+    if api["status"] == "scaled to zero":
+        return True
+    return bool(api["status"] == "live" and api["replicas"]["ready"] >= api["replicas"]["requested"])
+
+
 class Client:
     def __init__(self, home: str | Path | None = None, *, timeout_s: float = 60.0) -> None:
         self.home = Home(Path(home) if home is not None else default_home())
@@ -130,8 +138,9 @@ class Client:
                 )
         result = dict(self._call("POST", "/v1/deploy", params={"config": config_file.name}, content=pack(root)))
         if wait:
+            revisions = {a["name"]: a["revision"] for a in result["apis"]}
             result["apis"] = self.wait(
-                [a["name"] for a in result["apis"]], timeout_s=timeout_s, on_progress=on_progress
+                list(revisions), timeout_s=timeout_s, on_progress=on_progress, revisions=revisions
             )
         return result
 
@@ -141,8 +150,9 @@ class Client:
         *,
         timeout_s: float = 300.0,
         on_progress: Callable[[list[dict[str, Any]]], None] | None = None,
+        revisions: dict[str, str] | None = None,
     ) -> list[dict[str, Any]]:
-        """Poll until every named API is live; raise DeployFailedError when one reports an error."""
+        """Poll until every named API is live (at the given revisions); raise DeployFailedError on an error."""
         deadline = time.monotonic() + timeout_s
         while True:
             apis = [self.get(n) for n in names]
@@ -157,7 +167,7 @@ class Client:
                     if err.get("log"):
                         lines.append(f"  log: {err['log']}")
                 raise DeployFailedError("\n".join(lines), details={"apis": failed})
-            if all(a["status"] in ("live", "scaled to zero") for a in apis):
+            if all(_settled(a, (revisions or {}).get(a["name"])) for a in apis):
                 return apis
             if time.monotonic() > deadline:
                 raise TimeoutExceededError(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -15,6 +16,7 @@ from thrifty.engines.base import ReplicaLaunch, ReplicaObservation
 from thrifty.engines.process import ChildProcess, child_env, python_module_args
 
 REPLICA_MODULE = "thrifty.dataplane.replica_main"
+KEEP_LOGS_PER_API = 20  # log files of replicas that are gone
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -69,7 +71,7 @@ class LocalEngine:
             "--port", "0",
             "--port-file", str(run_dir / "port"),
             "--status-file", str(run_dir / "status.json"),
-            "--grace-s", str(self._grace_s),
+            "--grace-s", str(self._replica_grace_s(launch)),
             "--cache-dir", str(self._home / "cache" / launch.api / launch.replica_id),  # multi-model APIs
         )  # fmt: skip
         env = child_env({**launch.env, "THRIFTY_API": launch.api, "THRIFTY_REPLICA_ID": launch.replica_id})
@@ -77,6 +79,11 @@ class LocalEngine:
             args, log_path=self.log_path(launch.api, launch.replica_id), env=env, cwd=launch.project_dir
         )
         self._replicas[launch.replica_id] = _Replica(launch, proc, run_dir, time.time())
+
+    def _replica_grace_s(self, launch: ReplicaLaunch) -> float:
+        """The replica's own drain: long enough for its longest allowed request."""
+        timeout = float(launch.config.get("serving", {}).get("request_timeout", 0))
+        return max(self._grace_s, timeout + 5.0)
 
     async def stop_replica(self, replica_id: str, grace_s: float) -> None:
         rep = self._replicas.get(replica_id)
@@ -131,6 +138,16 @@ class LocalEngine:
             (rep.run_dir / name).unlink(missing_ok=True)
         with contextlib.suppress(OSError):
             rep.run_dir.rmdir()
+        # A replica's model cache dies with it (a new replica starts its own); its log is kept for
+        # `thrifty logs`, the newest few per API.
+        shutil.rmtree(self._home / "cache" / rep.launch.api / replica_id, ignore_errors=True)
+        self._prune_logs(rep.launch.api)
+
+    def _prune_logs(self, api: str) -> None:
+        logs = sorted((self._home / "logs" / api).glob("*.log"), key=lambda p: p.stat().st_mtime)
+        live = {f"{rid}.log" for rid in self._replicas}
+        for old in [p for p in logs if p.name not in live][:-KEEP_LOGS_PER_API]:
+            old.unlink(missing_ok=True)
 
     def pids(self) -> dict[str, int]:
         return {rid: rep.proc.pid for rid, rep in self._replicas.items()}
