@@ -7,6 +7,8 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+from thrifty.dataplane.process_io import write_atomic
+
 
 def default_home() -> Path:
     return Path(os.environ.get("THRIFTY_HOME") or Path.home() / ".thrifty").expanduser()
@@ -53,11 +55,7 @@ class Home:
     def new_token(self) -> str:
         """A fresh admin token in a file only the owner can read."""
         token = secrets.token_urlsafe(32)
-        tmp = self.token_path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(token)
-        os.replace(tmp, self.token_path)
+        write_atomic(self.token_path, token.encode())  # mkstemp: created 0600, owner only
         return token
 
     def read_token(self) -> str | None:

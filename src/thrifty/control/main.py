@@ -28,9 +28,9 @@ from thrifty.control.operator import Operator
 from thrifty.control.store import Store
 from thrifty.dataplane.http_messages import Request, Response
 from thrifty.dataplane.http_server import HttpServer
+from thrifty.dataplane.process_io import run_main, write_atomic
 from thrifty.engines.local import LocalEngine
 from thrifty.errors import PlatformAlreadyRunningError, ThriftyError
-from thrifty.event_loop import run_loop
 
 log = logging.getLogger("thrifty.operator")
 
@@ -72,9 +72,7 @@ def _write_operator_file(home: Home, admin_port: int, gateway: GatewayLink) -> N
         "gateway_port": gateway.port,
         "started": time.time(),
     }
-    tmp = home.operator_file.with_suffix(".tmp")
-    tmp.write_bytes(orjson.dumps(info))
-    os.replace(tmp, home.operator_file)
+    write_atomic(home.operator_file, orjson.dumps(info))
 
 
 class _AdminApp:
@@ -152,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
-        run_loop(serve(Home(Path(args.home)), args.host, args.port))
+        run_main(serve(Home(Path(args.home)), args.host, args.port))
     except ThriftyError as exc:
         log.error("%s", exc.message)
         return exc.exit_code

@@ -1,4 +1,4 @@
-"""What the replica and gateway processes share: the event loop, atomic status files, stop signals."""
+"""What the platform's processes (operator, gateway, replicas) share: the event loop, atomic files, stop signals."""
 
 from __future__ import annotations
 
