@@ -205,6 +205,8 @@ class UpstreamPool:
             if not conn.closed and now - conn.idle_since < self._max_idle_s:
                 return conn
             conn.abort()
+        if stack is not None and not stack:
+            del self._idle[key]
         return None
 
     def _put_idle(self, conn: _Conn, now: float) -> None:
@@ -230,6 +232,8 @@ class UpstreamPool:
         stack = self._idle.get(conn.key)
         if stack and conn in stack:
             stack.remove(conn)
+        if stack is not None and not stack:
+            del self._idle[conn.key]  # replicas come and go: no empty entry per address ever seen
 
     def close_host(self, host: str, port: int) -> None:
         """Close the idle connections to a replica that left the routing table."""
