@@ -88,8 +88,12 @@ def _stop_child(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
         with contextlib.suppress(ProcessLookupError):
             proc.send_signal(signal.SIGTERM)
-    with contextlib.suppress(KeyboardInterrupt):
-        proc.wait(timeout=90)
+    try:
+        proc.wait(timeout=180)  # the operator drains every replica (each up to its request_timeout)
+    except (KeyboardInterrupt, subprocess.TimeoutExpired):
+        click.echo("not stopped in time: killing the operator", err=True)
+        proc.kill()
+        proc.wait()
 
 
 COMMANDS = [up, down, run]
