@@ -16,6 +16,7 @@ class Rep:
     held: frozenset[bytes] = field(default_factory=frozenset)
     draining: bool = False
     ejected_until: float = 0.0
+    slots: int = 1
 
 
 def holds(*keys: str) -> frozenset[bytes]:
@@ -56,6 +57,11 @@ CASES = [
     # the mean counts usable replicas only: the draining one's 100 in flight does not raise the bound
     Case("mean over usable replicas", [Rep(100, draining=True), Rep(4, H), Rep(0)], (1, 2, 0), 2),
     Case("pinned version: holder of another version is no holder", [Rep(0, holds("en-fr/2")), Rep(0)], (1, 0), 1),
+    # mean 2, 1.25 * 2 = 2.5: with 1 slot the limit is 3.5 and 6 in flight is over it ...
+    Case("one slot: holder with 6 in flight overloaded", [Rep(6, H), Rep(0), Rep(0)], (0, 1, 2), 1),
+    # ... with 4 slots the limit is 2.5 + 4 = 6.5: the replica can run most of what it has
+    Case("four slots: the same holder is not", [Rep(6, H, slots=4), Rep(0), Rep(0)], (0, 1, 2), 0),
+    Case("slots raise the bound for cold models too", [Rep(6, slots=8), Rep(0), Rep(0)], (0, 1, 2), 0),
 ]
 
 

@@ -145,6 +145,7 @@ class ModelPoller:
         rep.held_refs = tuple(str(h) for h in held)
         model_stats = stats.get("model_stats")
         rep.model_stats = model_stats if isinstance(model_stats, dict) else {}
+        rep.slots = max(1, _int(stats.get("slots")))
 
 
 def models_json(route: ApiRoute) -> dict[str, Any]:

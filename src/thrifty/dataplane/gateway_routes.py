@@ -49,7 +49,7 @@ class ReplicaState:
 
     __slots__ = (
         "authority", "draining", "ejected_until", "held", "held_refs", "host", "id", "in_flight", "model_stats",
-        "port", "seen_draining",
+        "port", "seen_draining", "slots",
     )  # fmt: skip
 
     def __init__(self, replica_id: str, host: str, port: int) -> None:
@@ -65,6 +65,7 @@ class ReplicaState:
         self.held: frozenset[bytes] = frozenset()  # b"name" and b"name/version" of models in memory
         self.held_refs: tuple[str, ...] = ()  # "name/version", least recently used first
         self.model_stats: dict[str, Any] = {}  # per-model cache counters
+        self.slots = 1  # requests it executes at once (model-aware routing's load bound)
 
 
 class ApiRoute:

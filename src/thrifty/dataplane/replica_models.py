@@ -193,6 +193,7 @@ class ModelServing:
         """What ``/_thrifty/stats`` adds: held models (the gateway routes on them) and per-model counters."""
         snap = self.cache.snapshot()
         return {
+            "slots": self._limits.max_executing,  # the gateway's load bound allows at least this many
             "models": [f"{h['model']}/{h['version']}" for h in snap["held"]],
             "model_stats": snap["models"],
             "model_cache": {"memory": snap["memory"], "disk": snap["disk"], "waiting": self.waiting},

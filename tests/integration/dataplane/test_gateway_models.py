@@ -32,7 +32,7 @@ async def replicas(tmp_path: Path) -> AsyncIterator[list[ModelReplica]]:
     put_model(source, "en-fr", 2)
     started = []
     for rid in IDS:
-        api = model_api(source, config={"tag": rid}, serving={"max_concurrency": 8})
+        api = model_api(source, config={"tag": rid}, serving={"max_concurrency": 1})
         started.append(await ModelReplica.start(api, rid, tmp_path / "cache" / rid))
     yield started
     for r in started:
@@ -92,6 +92,7 @@ async def test_an_overloaded_holder_spreads_the_model_to_the_next_replica(
     assert set(await tags(client, f"{gateway.url}/mm/fr-en", 1)) == {order[0]}
     await poller.poll_once()
     states = {s.id: s for s in gateway.app.routes[b"mm"].replicas}
+    assert [s.slots for s in states.values()] == [1, 1, 1]  # reported by the replicas (max_concurrency)
     waiting: list[asyncio.Task[httpx.Response]] = []
     for expected_in_flight in (1, 2, 3):  # held requests: in flight at the gateway until the gates open
         waiting.append(asyncio.create_task(client.post(f"{gateway.url}/mm/fr-en", json={"wait": True})))

@@ -69,7 +69,7 @@ async def test_predicts_with_the_named_model_latest_or_pinned(
     assert sorted(stats["models"]) == ["en-de/1", "en-fr/1", "en-fr/2"]
     assert stats["model_stats"]["en-fr"]["hits"] == 2 and stats["model_stats"]["en-fr"]["misses"] == 2
     assert stats["model_stats"]["en-fr"]["versions"] == [1, 2]
-    assert stats["requests"]["2xx"] == 5 and stats["in_flight"] == 0
+    assert stats["requests"]["2xx"] == 5 and stats["in_flight"] == 0 and stats["slots"] == 1
     snapshot = (await client.get(r.url + "/_thrifty/models")).json()
     assert {(h["model"], h["version"]) for h in snapshot["held"]} == {("en-de", 1), ("en-fr", 1), ("en-fr", 2)}
     assert snapshot["memory"]["count"] == 3 and snapshot["config"]["cache_size"] == 4
