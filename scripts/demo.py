@@ -14,7 +14,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 THRIFTY = str(Path(sys.executable).parent / "thrifty")
-EXAMPLES = ["echo", "iris", "embeddings"]
+EXAMPLES = ["echo", "iris", "embeddings", "translator"]
 
 
 def sh(*args: str, check: bool = True) -> int:
@@ -40,8 +40,16 @@ def main() -> int:
             cwd=ROOT, capture_output=True, check=True,
         ).stdout  # fmt: skip
         print(out[:200].decode(errors="replace") + " ...")
+        # A multi-model API: 57 models, 8 in memory per replica, loaded on demand.
+        sh("predict", "translator", "-m", "en-fr", "examples/translator/sample.json")
+        sh("predict", "translator", "-m", "en-fr", "-v", "1", "--data", '{"text": "hello"}')
+        sh("predict", "translator", "-m", "fr-en", "--data", '{"text": "obxxw"}')
+        for pair in ("de-en", "es-it", "it-sv", "nl-pt", "sv-fr", "pt-de", "fr-es", "en-nl", "it-de", "de-sv"):
+            url = f"localhost:{port}/translator/{pair}"
+            subprocess.run(["curl", "-s", "-o", "/dev/null", "-X", "POST", url, "-d", '{"text": "hi"}'], check=True)
         sh("get")
         sh("get", "iris")
+        sh("get", "translator")
     finally:
         sh("down", check=False)
     return 0

@@ -57,6 +57,8 @@ class Translator:
 
     def predict(self, payload: Any, model: CipherModel) -> dict[str, Any]:
         text = payload.get("text") if isinstance(payload, dict) else payload
+        if isinstance(text, bytes):  # a plain-text body sent without a JSON content type
+            text = text.decode("utf-8", "replace")
         if not isinstance(text, str):
             raise ValueError('payload: expected {"text": "..."} or a JSON string')
         return {"translation": model.translate(text), "model": model.pair, "version": model.version}
