@@ -10,6 +10,7 @@ import os
 import shlex
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,6 +48,7 @@ def main() -> int:
         for pair in ("de-en", "es-it", "it-sv", "nl-pt", "sv-fr", "pt-de", "fr-es", "en-nl", "it-de", "de-sv"):
             url = f"localhost:{port}/translator/{pair}"
             subprocess.run(["curl", "-s", "-o", "/dev/null", "-X", "POST", url, "-d", '{"text": "hi"}'], check=True)
+        time.sleep(1.5)  # the gateway asks replicas which models they hold once a second
         sh("get")
         sh("get", "iris")
         sh("get", "translator")

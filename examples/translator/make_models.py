@@ -73,6 +73,30 @@ def make_models(out: Path, pairs: list[str] | None = None, versions: tuple[int, 
     return [write_model(out, pair, v) for pair in (pairs or all_pairs()) for v in versions]
 
 
+def ensure_repository(out: Path) -> bool:
+    """Create the whole default repository (56 pairs, and en-fr version 2) at ``out`` unless it exists.
+
+    Built in a temporary folder and renamed into place in one step, so a replica that finds ``out`` finds
+    it complete (two replicas starting together: one rename wins, the other's copy is dropped).
+    Returns whether this call created it.
+    """
+    if out.is_dir():
+        return False
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        make_models(tmp)
+        make_models(tmp, ["en-fr"], (2,))  # a second version, to try pinning
+        os.rename(tmp, out)
+    except OSError:
+        if not out.is_dir():
+            raise
+        return False
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", default=str(Path(__file__).parent / "models"), help="repository folder")

@@ -43,10 +43,9 @@ class Translator:
         source = Path(config.get("models_dir", "models"))
         if not source.is_dir():
             sys.path.insert(0, str(Path(__file__).parent))
-            from make_models import make_models
+            from make_models import ensure_repository
 
-            make_models(source, versions=(1,))
-            make_models(source, ["en-fr"], versions=(2,))  # a second version, to try pinning
+            ensure_repository(source)
 
     def load_model(self, path: str) -> CipherModel:
         folder = Path(path)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import ModuleType
 
@@ -32,6 +33,17 @@ def test_the_repository_has_56_pairs_and_is_the_same_everywhere(tmp_path: Path) 
     assert make.main(["--out", str(tmp_path / "a"), "--version", "2", "--pairs", "de-en"]) == 0
     assert sorted(p.name for p in (tmp_path / "a/de-en").iterdir()) == ["1", "2"]
     assert [p.name for p in tmp_path.joinpath("a").iterdir() if p.name.startswith(".")] == []
+
+
+def test_the_first_replica_creates_the_whole_repository_in_one_step(tmp_path: Path) -> None:
+    make = load("make_models")
+    out = tmp_path / "project" / "models"
+    with ThreadPoolExecutor(4) as pool:  # replicas starting together: exactly one creates it
+        created = list(pool.map(lambda _: make.ensure_repository(out), range(4)))
+    assert created.count(True) == 1
+    assert len(list(out.glob("*/*/weights.npy"))) == 57 and (out / "en-fr" / "2").is_dir()
+    assert [p.name for p in out.parent.iterdir()] == ["models"]  # no temporary folder left
+    assert make.ensure_repository(out) is False
 
 
 async def test_the_predictor_generates_its_repository_and_translates_through_the_cache(
