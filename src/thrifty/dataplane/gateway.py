@@ -130,10 +130,14 @@ class GatewayApp:
 
     def _api_status(self, request: Request, route: ApiRoute) -> Response:
         host = request.headers.get(b"host", b"").decode("latin-1")
-        return json_response(
-            200,
-            {"name": route.name, "replicas_ready": route.replicas_ready, "endpoint": f"http://{host}/{route.name}"},
-        )
+        doc: dict[str, object] = {
+            "name": route.name,
+            "replicas_ready": route.replicas_ready,
+            "endpoint": f"http://{host}/{route.name}",
+        }
+        if route.multi_model and not route.key_hashes:  # an API behind keys does not list its models to anyone
+            doc["models"] = {name: m["versions"] for name, m in models_json(route).items()}
+        return json_response(200, doc)
 
     def _request_id(self, request: Request) -> bytes:
         rid = request.headers.get(b"x-request-id")

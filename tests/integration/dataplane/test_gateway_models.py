@@ -70,6 +70,8 @@ async def test_a_cold_model_goes_to_its_rendezvous_replica_and_the_holder_is_rep
     assert models["en-fr"]["versions"] == [1, 2]
     assert models["en-fr"]["hits"] == 3 and models["en-fr"]["misses"] == 1 and models["en-fr"]["loads"] == 1
     assert set(models) == {"en-fr", "fr-en", "de-en"}
+    status = (await client.get(f"{gateway.url}/mm")).json()
+    assert status["models"] == {"de-en": [1], "en-fr": [1, 2], "fr-en": [1]} and status["replicas_ready"] == 3
 
 
 async def test_a_replica_that_holds_the_model_is_preferred(
