@@ -136,20 +136,17 @@ class ModelServing:
         cache: ModelCache,
         *,
         cache_dir: CacheDir | None = None,
-        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if api.models is None:
             raise ValueError(f"API {api.name!r} has no models: section")
         self.config = api.models
         self.cache = cache
         self._cache_dir = cache_dir
-        self._clock = clock
         self._limits = AdmissionLimits.from_serving(api.serving)
         self._timeout_s = float(api.serving.request_timeout)
         self._poller: asyncio.Task[None] | None = None
         self.waiting = 0  # requests waiting for their model to load
         self.preload_failures: dict[str, str] = {}
-        self.last_poll_s: float | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -182,7 +179,6 @@ class ModelServing:
                 await self.cache.poll()
             except Exception:  # the loop must outlive a bad poll; the cache keeps source errors itself
                 _log.exception("model source poll failed")
-            self.last_poll_s = self._clock()
 
     # -- figures -------------------------------------------------------------------------------------------
     def held(self) -> list[str]:
