@@ -154,3 +154,27 @@ def test_lru_order_over_a_sequence_of_uses() -> None:
     # d evicts b (a was refreshed at t=3), b evicts c, e evicts a, a evicts d.
     assert evicted == ["b", "c", "a", "d"]
     assert sorted(held) == ["a", "b", "e"]
+
+
+# ---- frequency before recency ---------------------------------------------------------------------
+
+
+def test_least_frequent_goes_first_then_least_recent() -> None:
+    entries = [
+        CacheEntry("popular-old", 1, last_used=1.0, frequency=50.0),
+        CacheEntry("rare-new", 1, last_used=9.0, frequency=1.0),
+        CacheEntry("rare-old", 1, last_used=2.0, frequency=1.0),
+        CacheEntry("warm", 1, last_used=3.0, frequency=5.0),
+    ]
+    d = plan_eviction(entries, CacheBudget(max_count=4), 1)
+    assert d.evict == ("rare-old",)
+    d = plan_eviction(entries, CacheBudget(max_count=2), 1)
+    assert d.evict == ("rare-old", "rare-new", "warm")
+
+
+def test_pinned_rare_entry_is_skipped_for_the_next_least_frequent() -> None:
+    entries = [
+        CacheEntry("rare", 1, last_used=1.0, pins=1, frequency=1.0),
+        CacheEntry("popular", 1, last_used=2.0, frequency=9.0),
+    ]
+    assert plan_eviction(entries, CacheBudget(max_count=2), 1).evict == ("popular",)

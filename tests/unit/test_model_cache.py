@@ -200,6 +200,28 @@ async def test_hit_miss_and_lru_eviction(
     assert snap["recent_evictions"][0]["evicted"] == ["b/1"]
 
 
+async def test_popular_model_survives_a_stream_of_rarely_used_ones(
+    tmp_path: Path, source: FakeModelSource, loader: Loader, clock: FakeClock
+) -> None:
+    """Frequency before recency: one-off models take each other's place, not the popular one's."""
+    for name in ("r1", "r2", "r3", "r4"):
+        source.put(name, 1, {"weights.bin": blob(100, name)})
+    cache = make_cache(tmp_path, source, loader, clock, cache_size=2)
+    for _ in range(3):
+        clock.now += 1
+        async with cache.acquire("a"):
+            pass
+    for name in ("r1", "r2", "r3", "r4"):
+        clock.now += 1
+        async with cache.acquire(name):
+            pass
+    assert ModelKey("a", 1) in cache.held()  # plain LRU would have evicted it at r2
+    clock.now += 1
+    async with cache.acquire("a"):
+        pass
+    assert cache.snapshot()["models"]["a"]["misses"] == 1
+
+
 async def test_sync_load_function_runs_in_a_thread(tmp_path: Path, source: FakeModelSource, clock: FakeClock) -> None:
     import threading
 

@@ -38,6 +38,7 @@ from thrifty.errors import ThriftyError
 from thrifty.models.disk_store import DiskStore
 from thrifty.models.errors import ModelCacheBusyError, ModelLoadError, ModelNotFoundError, ModelTooLargeError
 from thrifty.models.failures import FailureMemory, copy_error, retrieve_outcome
+from thrifty.models.frequency import RequestFrequency
 from thrifty.models.names import ModelKey, parse_model_ref
 from thrifty.models.room import Tiers, set_size
 from thrifty.models.source import ModelSource
@@ -88,12 +89,15 @@ class ModelCache:
         self._load_fn = load_fn
         self._size_fn = size_fn
         self._clock = clock
+        # Popularity for eviction: counts age every few dozen cache-fulls of requests.
+        self._frequency = RequestFrequency(max(256, 32 * (cache_size or 32)))
         self._tiers = Tiers(
             DiskStore(cache_dir),
             CacheBudget(cache_size, cache_bytes),
             CacheBudget(disk_cache_size, disk_cache_bytes),
             room_wait_s=room_wait_s,
             on_evict=self._count_eviction,
+            frequency=self._frequency,
         )
         self._memory = self._tiers.memory
         self._disk = self._tiers.disk
@@ -229,6 +233,7 @@ class ModelCache:
 
     async def _pin(self, key: ModelKey) -> LoadedModel:
         stats = self._stats_of(key.name)
+        self._frequency.record(key)
         slot = self._memory.get(key)
         if slot is not None and slot.state == "ready":
             stats.hits += 1

@@ -36,10 +36,11 @@ class Tiers:
         *,
         room_wait_s: float,
         on_evict: EvictionHook,
+        frequency: Callable[[ModelKey], float] | None = None,
     ) -> None:
         self.store = store
-        self.memory = CacheTier("memory", memory_budget)
-        self.disk = CacheTier("disk", disk_budget)
+        self.memory = CacheTier("memory", memory_budget, frequency)
+        self.disk = CacheTier("disk", disk_budget, frequency)
         self.evictions: deque[dict[str, Any]] = deque(maxlen=32)  # recent reason records
         self._room_wait_s = room_wait_s
         self._on_evict = on_evict

@@ -7,7 +7,7 @@ toward the budget and is treated as pinned, so the books never show less than wh
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -29,9 +29,10 @@ class Slot:
 
 
 class CacheTier:
-    def __init__(self, name: str, budget: CacheBudget) -> None:
+    def __init__(self, name: str, budget: CacheBudget, frequency: Callable[[ModelKey], float] | None = None) -> None:
         self.name = name
         self.budget = budget
+        self._frequency = frequency  # aged request counts: eviction takes the least frequent first
         self._slots: dict[ModelKey, Slot] = {}  # least recently used first
 
     def __iter__(self) -> Iterator[Slot]:
@@ -61,8 +62,15 @@ class CacheTier:
 
     def plan(self, key: ModelKey, incoming_bytes: int) -> EvictionDecision:
         """Room for ``key`` at ``incoming_bytes``; ``key``'s own slot (a reservation) is left out."""
+        freq = self._frequency
         entries = [
-            CacheEntry(str(s.key), s.size_bytes, s.last_used, s.pins + (0 if s.state == "ready" else 1))
+            CacheEntry(
+                str(s.key),
+                s.size_bytes,
+                s.last_used,
+                s.pins + (0 if s.state == "ready" else 1),
+                freq(s.key) if freq is not None else 0.0,
+            )
             for s in self._slots.values()
             if s.key != key
         ]

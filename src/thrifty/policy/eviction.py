@@ -7,8 +7,12 @@ the memory and the disk tier of the model cache and for the cost simulator.
 
 Rules:
 
-- Least recently used first (smallest ``last_used``); ties keep the order of ``entries``, so a caller that
-  lists entries oldest first gets exact LRU even with a clock that does not advance.
+- Least frequently used first, then least recently used (smallest ``frequency``, then smallest
+  ``last_used``); ties keep the order of ``entries``, so a caller that lists entries oldest first gets exact
+  LRU among equals even with a clock that does not advance. ``frequency`` is the caller's aged request
+  count of the item (0 when it keeps none: then this is plain LRU). Frequency first is what keeps a
+  cache's popular models: under a skewed (Zipf) popularity, each request for a rarely used model
+  otherwise evicts a popular one; with it, rarely used models take each other's place instead.
 - A pinned entry (``pins > 0``: in use by a request, or still being loaded) is never chosen.
 - Eviction is all or nothing: when the unpinned entries cannot free enough, nothing is evicted and the
   verdict says why, so the caller can wait for an unpin instead of throwing away warm entries for no gain.
@@ -36,6 +40,7 @@ class CacheEntry:
     size_bytes: int
     last_used: float
     pins: int = 0
+    frequency: float = 0.0  # aged request count; equal frequencies fall back to LRU
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +97,7 @@ class EvictionDecision:
 
 
 def plan_eviction(entries: Sequence[CacheEntry], budget: CacheBudget, incoming_bytes: int) -> EvictionDecision:
-    """Keys to evict (LRU first, never pinned) so that an item of ``incoming_bytes`` fits ``budget``.
+    """Keys to evict (least frequent, then least recent; never pinned) so an item of ``incoming_bytes`` fits.
 
     ``entries`` must not contain the incoming item itself.
     """
@@ -131,8 +136,8 @@ def plan_eviction(entries: Sequence[CacheEntry], budget: CacheBudget, incoming_b
     if need_count == 0 and need_bytes == 0:
         return decide(Verdict.FITS, ())
 
-    # sorted() is stable: equal last_used keeps the caller's (oldest first) order.
-    candidates = sorted((e for e in entries if e.pins == 0), key=lambda e: e.last_used)
+    # sorted() is stable: equal (frequency, last_used) keeps the caller's (oldest first) order.
+    candidates = sorted((e for e in entries if e.pins == 0), key=lambda e: (e.frequency, e.last_used))
     chosen: list[str] = []
     freed_count = 0
     freed_bytes = 0
