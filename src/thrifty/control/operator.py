@@ -9,26 +9,31 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
-import os
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
 from thrifty.config.loader import CONFIG_NAMES, parse_text
+from thrifty.control.api_state import (
+    ApiRuntime,
+    api_summary,
+    redacted,
+    replica_rows,
+    resolve_keys,
+    route_entry,
+)
 from thrifty.control.gateway_link import Gateway
 from thrifty.control.home import Home
-from thrifty.control.scaling import ApiScaler, keep_seconds
+from thrifty.control.scaling import Autoscaler
 from thrifty.control.store import Store
 from thrifty.control.traffic import TrafficHistory
 from thrifty.engines.base import Engine, ReplicaLaunch, ReplicaObservation
 from thrifty.errors import ConfigError, NotFoundError
-from thrifty.policy.rollout import ReplicaView, RolloutState, plan, record_failure
+from thrifty.policy.rollout import ReplicaView, plan, record_failure
 from thrifty.project_archive import combine_digests, unpack
 from thrifty.spec import ApiSpec
 
@@ -36,44 +41,6 @@ log = logging.getLogger("thrifty.operator")
 
 ROUTES_REFRESH_S = 5.0
 REPLICA_DRAIN_MARGIN_S = 5.0
-
-
-@dataclass
-class ApiRuntime:
-    spec: ApiSpec
-    created_s: float
-    updated_s: float
-    desired: int
-    refresh_nonce: str = ""
-    rollout: RolloutState = field(default_factory=RolloutState)
-    status: str = "updating"
-    last_error: dict[str, Any] | None = None
-    last_plan: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def revision(self) -> str:
-        return self.spec.revision + self.refresh_nonce
-
-
-def redacted(config: dict[str, Any]) -> dict[str, Any]:
-    """An API config with its literal keys hidden (they live in state.db, never in answers or replicas)."""
-    keys = config.get("auth", {}).get("api_keys", [])
-    return {**config, "auth": {**config["auth"], "api_keys": ["(redacted)"] * len(keys)}} if keys else config
-
-
-def _resolve_keys(keys: list[str], source: str) -> list[str]:
-    out = []
-    for key in keys:
-        if key.startswith("env:"):
-            value = os.environ.get(key[4:])
-            if not value:
-                raise ConfigError(
-                    f"{source}: auth.api_keys refers to the environment variable {key[4:]!r}, "
-                    "which is not set for the operator"
-                )
-            key = value
-        out.append(hashlib.sha256(key.strip().encode()).hexdigest())
-    return out
 
 
 class Operator:
@@ -108,9 +75,8 @@ class Operator:
         self._wake = asyncio.Event()
         self._api_keys: dict[str, list[str]] = {}
         self._recorded: set[str] = set()
-        self._scalers: dict[str, ApiScaler] = {}
+        self.autoscaler = Autoscaler()
         self._deploy_lock = asyncio.Lock()
-        self._scaler_generation = 0
         self._gateway_failures = 0
         self._gateway_retry_at = 0.0
 
@@ -119,7 +85,7 @@ class Operator:
         for stored in self.store.list_apis():
             spec = stored.spec
             try:
-                self._api_keys[spec.name] = _resolve_keys(spec.config.auth.api_keys, spec.name)
+                self._api_keys[spec.name] = resolve_keys(spec.config.auth.api_keys, spec.name)
             except ConfigError as exc:
                 self.store.add_event(spec.name, "error", exc.message, self.clock())
                 self._api_keys[spec.name] = []
@@ -168,7 +134,7 @@ class Operator:
                     f"{source}: apis[{config.apis.index(api)}].predictor.path = {api.predictor.path!r}: "
                     "no such file in the project folder"
                 )
-        keys = {api.name: _resolve_keys(api.auth.api_keys, source) for api in config.apis}
+        keys = {api.name: resolve_keys(api.auth.api_keys, source) for api in config.apis}
         # The config file is not code: editing only autoscaling or keys in it must not restart replicas.
         code_hash = combine_digests(digests, exclude=config_file.name)
         now = self.clock()
@@ -227,36 +193,16 @@ class Operator:
         rt = self._runtime(name)
         reps = self.replicas_of(name)
         traffic = self.traffic.summary(name)
-        per_replica = traffic.pop("replicas", {})
-        out: dict[str, Any] = {
-            "name": name,
-            "status": rt.status,
-            "revision": rt.revision,
-            "replicas": {
-                "ready": sum(1 for r in reps if r.state == "ready" and r.revision == rt.revision),
-                "requested": rt.desired,
-                "total": len(reps),
-            },
-            **traffic,
-            "last_update": rt.updated_s,
-            "created": rt.created_s,
-            "error": rt.last_error,
-        }
+        out = api_summary(rt, reps, traffic)
         if detail:
-            out["endpoint"] = f"{self.gateway.url}/{name}"
-            out["replica_list"] = [
-                {
-                    **r.to_dict(),
-                    "in_flight": per_replica.get(r.replica_id, {}).get("in_flight", 0),
-                    "log": r.log_path,
-                }
-                for r in reps
-            ]
-            out["revisions"] = [{"revision": r, "created": c} for r, c in self.store.revisions(name)]
-            out["rollout"] = rt.last_plan
-            scaler = self._scalers.get(name)
-            out["autoscaling"] = scaler.last_decision if scaler is not None else None
-            out["config"] = redacted(rt.spec.config_json)
+            out.update(
+                endpoint=f"{self.gateway.url}/{name}",
+                replica_list=replica_rows(reps, traffic),
+                revisions=[{"revision": r, "created": c} for r, c in self.store.revisions(name)],
+                rollout=rt.last_plan,
+                autoscaling=self.autoscaler.last_decision(name),
+                config=redacted(rt.spec.config_json),
+            )
             if rt.spec.config.models is not None:
                 out["models"] = self.traffic.models(name)
         return out
@@ -409,31 +355,10 @@ class Operator:
             }
 
     def routes_table(self, observed: list[ReplicaObservation], stopping: set[str]) -> dict[str, Any]:
-        apis: dict[str, Any] = {}
-        for name, rt in self.apis.items():
-            serving = rt.spec.config.serving
-            scaling = rt.spec.config.autoscaling
-            apis[name] = {
-                # Replicas being stopped stay listed as draining until they exit: the gateway sends them
-                # nothing new, and retries elsewhere a request that their exit cuts off.
-                "replicas": [
-                    {
-                        "id": o.replica_id,
-                        "host": o.host,
-                        "port": o.port,
-                        "draining": o.state == "stopping" or o.replica_id in stopping,
-                    }
-                    for o in observed
-                    if o.api == name and o.port and (o.state == "ready" or o.state == "stopping")
-                ],
-                "api_keys_sha256": self._api_keys.get(name, []),
-                "max_payload": serving.max_payload,
-                "request_timeout_s": serving.request_timeout,
-                "hold_when_empty": scaling.min_replicas == 0,
-                "cold_start_timeout_s": scaling.cold_start_timeout,
-                "max_cold_queue": scaling.max_cold_queue,
-                "multi_model": rt.spec.config.models is not None,
-            }
+        apis = {
+            name: route_entry(rt, [o for o in observed if o.api == name], stopping, self._api_keys.get(name, []))
+            for name, rt in self.apis.items()
+        }
         return {"apis": apis}
 
     async def _push_routes(self, observed: list[ReplicaObservation], stopping: set[str], now: float) -> bool:
@@ -481,24 +406,15 @@ class Operator:
 
     def autoscale(self, stats: dict[str, Any], generation: int) -> None:
         """One autoscaler tick for every API, from one gateway snapshot."""
-        now = self.mono()
-        apis = stats.get("apis", {})
-        for name in list(self._scalers):
-            if name not in self.apis:
-                del self._scalers[name]
+        apis = {name: (rt.spec.config, rt.desired) for name, rt in self.apis.items()}
+        decisions = self.autoscaler.tick(stats, generation, apis, self.mono())
         changed = False
-        for name, rt in self.apis.items():
-            api = rt.spec.config
-            scaler = self._scalers.setdefault(name, ApiScaler())
-            if generation != self._scaler_generation:
-                scaler.reset_signal()
-            scaler.observe(now, apis.get(name, {}), keep_seconds(api))
-            decision = scaler.tick(api, rt.desired, now)
+        for name, decision in decisions.items():
+            rt = self.apis[name]
             if decision.desired != rt.desired:
                 summary = str(decision.reason.get("summary", f"{rt.desired} -> {decision.desired}"))
                 self.store.add_event(name, "scaling", summary, self.clock(), decision.reason)
                 rt.desired = decision.desired
                 changed = True
-        self._scaler_generation = generation
         if changed:
             self._wake.set()

@@ -51,3 +51,33 @@ class ApiScaler:
 
 def keep_seconds(api: ApiConfig) -> float:
     return max(api.autoscaling.window, api.autoscaling.panic_window) + 2.0
+
+
+class Autoscaler:
+    """One ApiScaler per deployed API, fed from one gateway snapshot a second."""
+
+    def __init__(self) -> None:
+        self.scalers: dict[str, ApiScaler] = {}
+        self._generation = 0
+
+    def tick(
+        self, stats: dict[str, Any], generation: int, apis: dict[str, tuple[ApiConfig, int]], now_s: float
+    ) -> dict[str, ScalingDecision]:
+        """``apis`` maps each API to (config, requested replicas); returns every API's decision."""
+        for name in list(self.scalers):
+            if name not in apis:
+                del self.scalers[name]
+        per_api = stats.get("apis", {})
+        out = {}
+        for name, (api, current) in apis.items():
+            scaler = self.scalers.setdefault(name, ApiScaler())
+            if generation != self._generation:
+                scaler.reset_signal()  # a new gateway: its cumulative counters began again
+            scaler.observe(now_s, per_api.get(name, {}), keep_seconds(api))
+            out[name] = scaler.tick(api, current, now_s)
+        self._generation = generation
+        return out
+
+    def last_decision(self, name: str) -> dict[str, Any] | None:
+        scaler = self.scalers.get(name)
+        return scaler.last_decision if scaler is not None else None
