@@ -37,7 +37,7 @@ from thrifty.dataplane.gateway_routes import (
     removed_endpoints,
 )
 from thrifty.dataplane.gateway_stats import GatewayCollector
-from thrifty.dataplane.http_messages import Headers, Request, Response, error_response, json_response
+from thrifty.dataplane.http_messages import Headers, Request, RequestIds, Response, error_response, json_response
 from thrifty.dataplane.upstream import (
     UpstreamConnectError,
     UpstreamError,
@@ -78,8 +78,7 @@ class GatewayApp:
         self._margin_s = timeout_margin_s
         self.routes: dict[bytes, ApiRoute] = {}
         self._cold = ColdStartHold()
-        self._rid_prefix = b"gw" + os.urandom(4).hex().encode("ascii") + b"-"
-        self._rid_counter = 0
+        self._request_ids = RequestIds(b"gw" + os.urandom(4).hex().encode("ascii") + b"-")
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(GatewayCollector(lambda: list(self.routes.values())))
         self.registry.register(ModelMetricsCollector(lambda: list(self.routes.values())))
@@ -140,11 +139,7 @@ class GatewayApp:
         return json_response(200, doc)
 
     def _request_id(self, request: Request) -> bytes:
-        rid = request.headers.get(b"x-request-id")
-        if rid is None:
-            self._rid_counter += 1
-            rid = self._rid_prefix + b"%x" % self._rid_counter
-        return rid
+        return self._request_ids.of(request)
 
     def _authorized(self, request: Request, route: ApiRoute) -> bool:
         auth = request.headers.get(b"authorization")

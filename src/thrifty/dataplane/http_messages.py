@@ -108,3 +108,20 @@ def encode_response(resp: Response, date_line: bytes, keep_alive: bool) -> bytes
     parts.append(b"\r\n" if keep_alive else b"connection: close\r\n\r\n")
     parts.append(resp.body)
     return b"".join(parts)
+
+
+class RequestIds:
+    """The id of each request: the client's ``X-Request-Id``, or a new one made of ``prefix`` and a counter."""
+
+    __slots__ = ("_counter", "_prefix")
+
+    def __init__(self, prefix: bytes) -> None:
+        self._prefix = prefix
+        self._counter = 0
+
+    def of(self, request: Request) -> bytes:
+        rid = request.headers.get(b"x-request-id")
+        if rid is None:
+            self._counter += 1
+            rid = self._prefix + b"%x" % self._counter
+        return rid

@@ -18,7 +18,7 @@ import traceback
 from typing import TYPE_CHECKING, Any
 
 from thrifty.config.schema import ApiConfig
-from thrifty.dataplane.http_messages import Headers, Request, Response, error_response, json_response
+from thrifty.dataplane.http_messages import Headers, Request, RequestIds, Response, error_response, json_response
 from thrifty.dataplane.payloads import PayloadError, decode_payload, encode_result
 from thrifty.dataplane.replica_scheduler import BatchResultError, PredictorFailedError, PredictScheduler
 from thrifty.errors import TimeoutExceededError
@@ -42,8 +42,7 @@ class ReplicaApp:
         self._draining_headers: Headers = [(b"retry-after", b"1"), (b"x-thrifty-draining", b"1")]
         self._scheduler: PredictScheduler | None = None
         self._counts = [0, 0, 0, 0, 0, 0]  # predict responses by status // 100
-        self._rid_prefix = replica_id.encode("latin-1", "replace") + b"-"
-        self._rid_counter = 0
+        self._request_ids = RequestIds(replica_id.encode("latin-1", "replace") + b"-")
         self.draining = False
         self.models: ModelServing | None = None  # set for a multi-model API
 
@@ -130,11 +129,7 @@ class ReplicaApp:
         )
 
     def _request_id(self, request: Request) -> bytes:
-        rid = request.headers.get(b"x-request-id")
-        if rid is None:
-            self._rid_counter += 1
-            rid = self._rid_prefix + b"%x" % self._rid_counter
-        return rid
+        return self._request_ids.of(request)
 
     async def _predict(self, request: Request) -> Response:
         rid = self._request_id(request)
