@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -28,6 +29,7 @@ def main() -> int:
     os.environ["THRIFTY_HOME"] = home
     port = os.environ.get("THRIFTY_DEMO_PORT", "8888")
     sh("down", check=False)
+    shutil.rmtree(home, ignore_errors=True)  # the demo's own platform folder: start from nothing each time
     sh("up", "--port", port)
     try:
         for name in EXAMPLES:
