@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -198,3 +199,18 @@ async def test_scale_to_zero_after_idle(env: Any, tmp_path: Path) -> None:
     clock.now += 1.0
     op.autoscale({"apis": {"iris": {"in_flight": 1, "in_flight_seconds": 1.0}}}, 1)  # a request is held
     assert op.apis["iris"].desired == 1
+
+
+async def test_unused_project_folders_are_removed_after_a_rollout(env: Any, tmp_path: Path) -> None:
+    op, _engine, _gateway, clock = env
+    await op.deploy(project(tmp_path / "p", "apis:\n  - name: iris\n"))
+    first = op.apis["iris"].spec.project_dir
+    await op.deploy(project(tmp_path / "p", "apis:\n  - name: iris\n    autoscaling: {max_replicas: 3}\n"))
+    assert op.apis["iris"].spec.project_dir == first  # in place: same folder as the running replicas
+    await op.deploy(project(tmp_path / "p", "apis:\n  - name: iris\n", PREDICTOR + "# v2\n"))
+    second = op.apis["iris"].spec.project_dir
+    for _ in range(4):
+        await tick(op, clock, 61.0)
+    assert os.path.isdir(second)
+    assert not os.path.exists(first)
+    assert os.listdir(op.home.projects_dir) == [os.path.basename(second)]

@@ -11,8 +11,10 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import shutil
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -40,6 +42,7 @@ from thrifty.spec import ApiSpec
 log = logging.getLogger("thrifty.operator")
 
 ROUTES_REFRESH_S = 5.0
+PROJECT_GC_INTERVAL_S = 60.0
 REPLICA_DRAIN_MARGIN_S = 5.0
 
 
@@ -78,6 +81,7 @@ class Operator:
         self.autoscaler = Autoscaler()
         self._deploy_lock = asyncio.Lock()
         self._gateway_failures = 0
+        self._projects_cleaned_s = -PROJECT_GC_INTERVAL_S
         self._gateway_retry_at = 0.0
 
     # lifecycle ---------------------------------------------------------------------------------------
@@ -149,6 +153,9 @@ class Operator:
                 action = "unchanged"
             else:
                 action = "updated" if current.spec.revision != spec.revision else "config updated in place"
+                if action != "updated":
+                    # Same code: keep the folder the running replicas use (they may have written into it).
+                    spec = ApiSpec(api.name, api, code_hash, current.spec.project_dir)
                 current.spec = spec
                 current.updated_s = now
                 current.desired = min(max(current.desired, api.autoscaling.min_replicas), api.autoscaling.max_replicas)
@@ -260,6 +267,8 @@ class Operator:
 
         self.observed = observed
         self._record_processes(observed)
+        if now - self._projects_cleaned_s > PROJECT_GC_INTERVAL_S:
+            self._clean_projects(observed, now)
         if not await self._push_routes(observed, set(stops), now):
             stops = []  # the gateway does not know they drain: stopping them now would cut requests off
         for rid in stops:
@@ -270,6 +279,17 @@ class Operator:
                 continue  # deleted or redeployed while this tick was waiting on the gateway
             await self.engine.start_replica(launch)
             self.store.add_event(launch.api, "replica", f"starting {launch.replica_id}", self.clock())
+
+    def _clean_projects(self, observed: list[ReplicaObservation], now: float) -> None:
+        """Remove uploaded project folders nothing uses any more, once no rollout is in progress."""
+        if any(o.api not in self.apis or o.revision != self.apis[o.api].revision for o in observed):
+            return  # old replicas may still run from an older folder
+        self._projects_cleaned_s = now
+        keep = {Path(rt.spec.project_dir).name for rt in self.apis.values()}
+        for folder in self.home.projects_dir.iterdir():
+            stale_upload = folder.name.startswith(".incoming-") and time.time() - folder.stat().st_mtime > 3600
+            if (folder.name not in keep and not folder.name.startswith(".")) or stale_upload:
+                shutil.rmtree(folder, ignore_errors=True)
 
     def _grace_s(self, replica_id: str) -> float:
         """A stopping replica may finish its longest allowed request, plus a margin, before it is killed."""
@@ -291,6 +311,7 @@ class Operator:
             log.error("gateway restart failed (attempt %d): %s", self._gateway_failures, exc)
             return
         self._gateway_failures = 0
+        self._projects_cleaned_s = -PROJECT_GC_INTERVAL_S
         self.record_gateway()
         self.traffic.reset()
         self._routes = None
