@@ -187,3 +187,18 @@ def test_embeddings_example_serves_real_embeddings(platform: Any, project: Any) 
         out = http.post("/embeddings", json={"texts": ["a cat sits on the mat", "a kitten rests on a rug"]}).json()
     assert out["dim"] == 384 and len(out["embeddings"]) == 2 and len(out["embeddings"][0]) == 384
     platform.cli("delete", "embeddings")
+
+
+def test_a_broken_revision_fails_the_deploy_and_the_old_one_keeps_serving(platform: Any, project: Any) -> None:
+    echo = project("echo")
+    platform.cli("deploy", str(echo))
+    good = (echo / "predictor.py").read_text()
+    (echo / "predictor.py").write_text(good + "\nraise RuntimeError('broken on purpose')\n")
+    out = platform.cli("deploy", str(echo), "--timeout", "60", check=False)
+    assert out.returncode == 8 and "broken on purpose" in out.stderr
+    with httpx.Client(base_url=platform.gateway, timeout=10) as http:
+        assert http.post("/echo", json={"old": "revision"}).json() == {"old": "revision"}
+    (echo / "predictor.py").write_text(good)
+    platform.cli("deploy", str(echo))  # back to the good code: live again
+    assert platform.json("get", "echo")["status"] == "live"  # type: ignore[index]
+    platform.cli("delete", "echo")
