@@ -15,9 +15,11 @@ A request goes through, in order:
    single-model request: ``request_timeout`` applies again from here; the gateway's own deadline bounds the
    whole request.
 
-The scheduler's predictor is wrapped so that it receives ``(payload, model)`` pairs: ``predict(payload,
-model)``; with batching, ``predict_batch(payloads, models)`` gets the model of each payload (a batch may mix
-models). The replica also polls the source every ``models.poll_interval`` (new versions), preloads
+The scheduler's predictor is wrapped so that it receives a :class:`ModelCall` (payload and pinned model):
+``predict(payload, model)``; with batching, ``predict_batch(payloads, models)`` gets the model of each payload
+(a batch may mix models). The pin lasts until predict really returns, not until the request ends: a sync
+predict that overran ``request_timeout`` (504) still uses its model, which must not be evicted meanwhile.
+The replica also polls the source every ``models.poll_interval`` (new versions), preloads
 ``models.preload`` before it reports ready, and reports what it holds in ``/_thrifty/stats`` (``models``,
 ``model_stats``) and the full cache snapshot at ``/_thrifty/models``.
 """
@@ -26,9 +28,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
+import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any, Protocol
 from urllib.parse import unquote_to_bytes
 
@@ -40,6 +44,7 @@ from thrifty.dataplane.replica_cache_dir import CacheDir
 from thrifty.dataplane.replica_scheduler import PredictScheduler
 from thrifty.errors import ThriftyError
 from thrifty.models import (
+    LoadedModel,
     ModelCache,
     ModelCacheBusyError,
     ModelLoadError,
@@ -88,34 +93,117 @@ def parse_model_path(path: bytes) -> tuple[str, str | None]:
     return decoded[0], (decoded[1] if len(decoded) == 2 else None)
 
 
+_NEW, _STARTED, _ABANDONED = 0, 1, 2
+
+
+class ModelCall:
+    """One request's payload and pinned model, as the scheduler hands them to the predictor wrapper.
+
+    The pin is given back exactly once: by the predict call when it returns (``start`` ... ``finish``), or by
+    the request when predict never started (``abandon``, e.g. it expired in the queue); a predict that
+    starts after its request gave the model up is skipped, since nobody reads its result. ``start`` runs
+    on a worker thread for a sync predictor while ``abandon`` runs on the loop, hence the lock.
+    """
+
+    __slots__ = ("_lock", "_loop", "_release", "_state", "model", "payload")
+
+    def __init__(self, payload: Any, model: Any, release: Callable[[], None], loop: asyncio.AbstractEventLoop) -> None:
+        self.payload = payload
+        self.model = model
+        self._release = release  # call on the loop
+        self._loop = loop
+        self._lock = threading.Lock()
+        self._state = _NEW
+
+    def start(self) -> bool:
+        """Before predict: False when the request is already over and the pin given back."""
+        with self._lock:
+            if self._state == _ABANDONED:
+                return False
+            self._state = _STARTED
+            return True
+
+    def abandon(self) -> None:
+        """The request is over: give the pin back now unless a predict call holds it."""
+        with self._lock:
+            if self._state != _NEW:
+                return
+            self._state = _ABANDONED
+        self._release()
+
+
+def _finish(calls: list[ModelCall]) -> None:
+    """On the loop: the predict call of ``calls`` (all started) returned."""
+    for call in calls:
+        call._release()
+
+
+def _finish_threadsafe(calls: list[ModelCall]) -> None:
+    if calls:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: the process is exiting
+            calls[0]._loop.call_soon_threadsafe(_finish, calls)
+
+
+def _spread(calls: list[ModelCall], started: list[ModelCall], results: Any) -> Any:
+    """predict_batch's results for ``started``, placed back among ``calls`` (None for the skipped ones)."""
+    if len(started) == len(calls) or not isinstance(results, list | tuple) or len(results) != len(started):
+        return results  # complete, or malformed: the scheduler reports a malformed result
+    by_call = {id(call): result for call, result in zip(started, results, strict=True)}
+    return [by_call.get(id(call)) for call in calls]
+
+
 def model_predictor(loaded: LoadedPredictor) -> LoadedPredictor:
-    """The predictor as the scheduler calls it for a multi-model API: each payload is a (payload, model) pair."""
+    """The predictor as the scheduler calls it for a multi-model API: each payload is a :class:`ModelCall`."""
     instance = loaded.instance
     predict: Callable[[Any], Any]
     if loaded.predict_is_async:
 
-        async def predict_async(item: tuple[Any, Any]) -> Any:
-            return await instance.predict(item[0], item[1])
+        async def predict_async(call: ModelCall) -> Any:
+            if not call.start():
+                return None
+            try:
+                return await instance.predict(call.payload, call.model)
+            finally:
+                _finish([call])
 
         predict = predict_async
     else:
 
-        def predict_sync(item: tuple[Any, Any]) -> Any:
-            return instance.predict(item[0], item[1])
+        def predict_sync(call: ModelCall) -> Any:
+            if not call.start():
+                return None
+            try:
+                return instance.predict(call.payload, call.model)
+            finally:
+                _finish_threadsafe([call])
 
         predict = predict_sync
     batch: Callable[[list[Any]], Any] | None = None
     if loaded.predict_batch is not None:
         if loaded.predict_batch_is_async:
 
-            async def batch_async(items: list[tuple[Any, Any]]) -> Any:
-                return await instance.predict_batch([p for p, _ in items], [m for _, m in items])
+            async def batch_async(calls: list[ModelCall]) -> Any:
+                started = [call for call in calls if call.start()]
+                if not started:
+                    return [None] * len(calls)
+                try:
+                    results = await instance.predict_batch([c.payload for c in started], [c.model for c in started])
+                finally:
+                    _finish(started)
+                return _spread(calls, started, results)
 
             batch = batch_async
         else:
 
-            def batch_sync(items: list[tuple[Any, Any]]) -> Any:
-                return instance.predict_batch([p for p, _ in items], [m for _, m in items])
+            def batch_sync(calls: list[ModelCall]) -> Any:
+                started = [call for call in calls if call.start()]
+                if not started:
+                    return [None] * len(calls)
+                try:
+                    results = instance.predict_batch([c.payload for c in started], [c.model for c in started])
+                finally:
+                    _finish_threadsafe(started)
+                return _spread(calls, started, results)
 
             batch = batch_sync
     return LoadedPredictor(
@@ -222,34 +310,32 @@ class ModelServing:
         except PayloadError as exc:
             return error_response(400, "invalid_payload", str(exc), rid)
         try:
-            async with self._pinned(name, version) as model:
-                decision = scheduler.admission()
-                if not decision.admitted:
-                    return runner.rejection(decision, rid)
-                return await runner.run(scheduler, (payload, model), decision, rid)
+            loaded = await self._pin(name, version)
         except _LoadTimeoutError:
             return error_response(
                 504, "timeout", f"model {name!r} did not load within request_timeout ({self._timeout_s:g}s)", rid
             )
         except (ModelNameError, ModelNotFoundError, ModelLoadError, ModelCacheBusyError) as exc:
             return _model_error(exc, rid)
+        call = ModelCall(payload, loaded.model, functools.partial(self.cache.unpin, loaded), asyncio.get_running_loop())
+        try:
+            decision = scheduler.admission()
+            if not decision.admitted:
+                return runner.rejection(decision, rid)
+            return await runner.run(scheduler, call, decision, rid)
+        finally:
+            call.abandon()
 
-    @contextlib.asynccontextmanager
-    async def _pinned(self, name: str, version: str | None) -> AsyncIterator[Any]:
-        """The model, pinned in the cache while the block runs; the wait for it is bounded by request_timeout."""
-        acquiring = self.cache.acquire(name, version)
+    async def _pin(self, name: str, version: str | None) -> LoadedModel:
+        """The model, pinned in the cache (the caller unpins it); the wait is bounded by request_timeout."""
         self.waiting += 1
         try:
             async with asyncio.timeout(self._timeout_s):
-                loaded = await acquiring.__aenter__()
+                return await self.cache.pin(name, version)
         except TimeoutError:
             raise _LoadTimeoutError from None
         finally:
             self.waiting -= 1
-        try:
-            yield loaded.model
-        finally:
-            await acquiring.__aexit__(None, None, None)
 
     def not_a_model_path(self, rid: bytes) -> Response:
         return error_response(400, "model_required", NOT_A_MODEL_PATH, rid)

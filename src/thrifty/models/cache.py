@@ -132,13 +132,21 @@ class ModelCache:
 
         Raises ModelNameError (400), ModelNotFoundError (404), ModelLoadError (500), ModelCacheBusyError (503).
         """
-        await self.start()
-        key = await self._versions.resolve(name, version)
-        loaded = await self._pin(key)
+        loaded = await self.pin(name, version)
         try:
             yield loaded
         finally:
-            self._unpin(key)
+            self.unpin(loaded)
+
+    async def pin(self, name: str, version: str | int | None = None) -> LoadedModel:
+        """Like :meth:`acquire` for a pin that outlives a block (the replica hands it to a worker thread):
+        the model stays pinned until :meth:`unpin` is called with it, exactly once."""
+        await self.start()
+        key = await self._versions.resolve(name, version)
+        return await self._pin(key)
+
+    def unpin(self, loaded: LoadedModel) -> None:
+        self._unpin(ModelKey(loaded.name, loaded.version))
 
     async def preload(self, refs: Sequence[str]) -> dict[str, ThriftyError]:
         """Load ``name`` or ``name/version`` refs one by one; returns the failures by ref (empty = all loaded)."""
