@@ -765,3 +765,34 @@ async def test_failed_load_with_every_waiter_cancelled_is_not_an_unhandled_error
     with pytest.raises(ModelLoadError):  # the failure was still recorded
         async with cache.acquire("a"):
             pass
+
+
+class FlakySource(FakeModelSource):
+    list_error: Exception | None = None
+
+    def list_versions(self, name: str) -> list[int]:
+        if self.list_error is not None:
+            raise self.list_error
+        return super().list_versions(name)
+
+
+async def test_a_failed_listing_for_an_unknown_version_leaves_the_known_versions_serving(
+    tmp_path: Path, loader: Loader, clock: FakeClock
+) -> None:
+    source = FlakySource()
+    source.put("a", 1, {"weights.bin": b"v1"})
+    cache = make_cache(tmp_path, source, loader, clock, cache_size=2)
+    async with cache.acquire("a") as loaded:
+        assert loaded.version == 1
+    source.list_error = OSError("503 SlowDown")
+    with pytest.raises(ModelLoadError, match="SlowDown"):
+        async with cache.acquire("a", 2):
+            pass
+    source.list_error = None
+    async with cache.acquire("a") as loaded:  # a memory hit: the failed listing was about version 2 only
+        assert loaded.version == 1
+    async with cache.acquire("a", 1) as loaded:
+        assert loaded.version == 1
+    with pytest.raises(ModelLoadError):  # version 2's failure is remembered for the TTL
+        async with cache.acquire("a", 2):
+            pass

@@ -40,15 +40,23 @@ class VersionIndex:
         """Validate and resolve; raises ModelNameError, ModelNotFoundError or ModelLoadError."""
         name = validate_model_name(name)
         wanted = parse_version(version)
-        self._failures.check((name, None))
         if wanted is not None:
             self._failures.check((name, wanted))
         versions = self._versions.get(name)
-        if versions is None or (wanted is not None and wanted not in versions):
+        # A failed listing is remembered for what it was asked for: under (name, None) only when the index
+        # knew nothing of the name; a pinned version the index lacks fails alone, the known versions serve on.
+        if versions is None:
+            self._failures.check((name, None))
             try:
                 versions = await self.refresh(name)
             except ThriftyError as exc:
                 self._failures.remember((name, None), exc)
+                raise copy_error(exc) from None
+        elif wanted is not None and wanted not in versions:
+            try:
+                versions = await self.refresh(name)
+            except ThriftyError as exc:
+                self._failures.remember((name, wanted), exc)
                 raise copy_error(exc) from None
         if wanted is None:
             return ModelKey(name, versions[-1])
