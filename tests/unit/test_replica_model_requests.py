@@ -29,8 +29,13 @@ class GatedPredictor:
     def __init__(self) -> None:
         self.gate = threading.Event()
         self.entered = threading.Event()
+        self.load_gate: threading.Event | None = None  # when set, load_model waits for it
+        self.loading = threading.Event()
 
     def load_model(self, path: str) -> str:
+        self.loading.set()
+        if self.load_gate is not None:
+            self.load_gate.wait(30)
         return Path(path).parent.name
 
     def predict(self, payload: Any, model: Any) -> Any:
@@ -74,6 +79,7 @@ async def build(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
         models: dict[str, Any] | None = None,
         source: FakeModelSource | None = None,
         batched: bool = False,
+        clock: Callable[[], float] | None = None,
     ) -> Replica:
         api = ApiConfig.model_validate(
             {
@@ -102,7 +108,8 @@ async def build(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
             predictor, predictor.predict, False, predictor.predict_batch if batched else None, False
         )
         app = ReplicaApp(api, "r1")
-        app.set_scheduler(PredictScheduler(model_predictor(loaded), api.serving, runner), serving_)
+        scheduler = PredictScheduler(model_predictor(loaded), api.serving, runner, clock=clock or _monotonic)
+        app.set_scheduler(scheduler, serving_)
         return Replica(app, serving_, source, predictor)
 
     yield go
@@ -145,3 +152,29 @@ async def test_a_predict_that_overran_its_timeout_keeps_its_model_pinned_until_i
     await until(lambda: r.in_use("a") == 0)
     assert (await r.post(b"/b")).status == 200
     assert r.models.held() == ["b/1"]
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.mark.parametrize("batched", [False, True])
+async def test_the_wait_for_a_load_counts_against_request_timeout(build: Callable[..., Any], batched: bool) -> None:
+    predictor = GatedPredictor()
+    predictor.load_gate = threading.Event()
+    clock = FakeClock()
+    serving: dict[str, Any] = {"request_timeout": 10}
+    if batched:
+        serving["batching"] = {"max_batch_size": 4, "batch_interval": 0.01}
+    r = await build(predictor, serving=serving, batched=batched, clock=clock)
+    pending = asyncio.create_task(r.post(b"/a"))
+    await until(predictor.loading.is_set)
+    clock.now += 10.5  # the load took (on the scheduler's clock) longer than request_timeout
+    predictor.load_gate.set()
+    resp = await pending
+    assert resp.status == 504
+    assert b"request_timeout" in resp.body

@@ -153,10 +153,17 @@ class ReplicaApp:
             )
         return error_response(503, "overloaded", "the replica's queue is full", rid, self._retry_after)
 
-    async def run(self, scheduler: PredictScheduler, payload: Any, decision: AdmissionDecision, rid: bytes) -> Response:
+    async def run(
+        self,
+        scheduler: PredictScheduler,
+        payload: Any,
+        decision: AdmissionDecision,
+        rid: bytes,
+        deadline: float | None = None,
+    ) -> Response:
         """Run one admitted request through the scheduler and turn the outcome into a response."""
         try:
-            result = await scheduler.run(payload, decision)
+            result = await scheduler.run(payload, decision, deadline)
         except PredictorFailedError as exc:
             _log.error(
                 "request_id=%s predictor raised %s\n%s",

@@ -12,8 +12,8 @@ A request goes through, in order:
    because every cached model is in use -> 503. Waiting for a load counts against ``request_timeout``
    (504 after it);
 4. admission again (a load may have taken a while) and the scheduler's queue and slots, exactly like a
-   single-model request: ``request_timeout`` applies again from here; the gateway's own deadline bounds the
-   whole request.
+   single-model request, until the same deadline: ``request_timeout`` runs from the request's arrival, so
+   load wait + queue + predict together are bounded by it.
 
 The scheduler's predictor is wrapped so that it receives a :class:`ModelCall` (payload and pinned model):
 ``predict(payload, model)``; with batching, ``predict_batch(payloads, models)`` gets the model of each payload
@@ -66,7 +66,12 @@ class PredictRunner(Protocol):
     def rejection(self, decision: AdmissionDecision, rid: bytes) -> Response: ...
 
     async def run(
-        self, scheduler: PredictScheduler, payload: Any, decision: AdmissionDecision, rid: bytes
+        self,
+        scheduler: PredictScheduler,
+        payload: Any,
+        decision: AdmissionDecision,
+        rid: bytes,
+        deadline: float | None = None,
     ) -> Response: ...
 
 
@@ -298,6 +303,7 @@ class ModelServing:
     ) -> Response:
         if scheduler is None:
             return error_response(503, "not_ready", "the predictor is still loading", rid, [(b"retry-after", b"1")])
+        deadline = scheduler.deadline()
         try:
             name, version = parse_model_path(request.path)
         except ModelNameError as exc:
@@ -310,7 +316,7 @@ class ModelServing:
         except PayloadError as exc:
             return error_response(400, "invalid_payload", str(exc), rid)
         try:
-            loaded = await self._pin(name, version)
+            loaded = await self._pin(name, version, scheduler.seconds_until(deadline))
         except _LoadTimeoutError:
             return error_response(
                 504, "timeout", f"model {name!r} did not load within request_timeout ({self._timeout_s:g}s)", rid
@@ -322,15 +328,15 @@ class ModelServing:
             decision = scheduler.admission()
             if not decision.admitted:
                 return runner.rejection(decision, rid)
-            return await runner.run(scheduler, call, decision, rid)
+            return await runner.run(scheduler, call, decision, rid, deadline)
         finally:
             call.abandon()
 
-    async def _pin(self, name: str, version: str | None) -> LoadedModel:
-        """The model, pinned in the cache (the caller unpins it); the wait is bounded by request_timeout."""
+    async def _pin(self, name: str, version: str | None, timeout_s: float) -> LoadedModel:
+        """The model, pinned in the cache (the caller unpins it); the wait is bounded by ``timeout_s``."""
         self.waiting += 1
         try:
-            async with asyncio.timeout(self._timeout_s):
+            async with asyncio.timeout(timeout_s):
                 return await self.cache.pin(name, version)
         except TimeoutError:
             raise _LoadTimeoutError from None

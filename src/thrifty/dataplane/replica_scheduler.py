@@ -8,7 +8,8 @@ this module is the I/O around them: futures, timers, the worker threads.
   waiter. Async predictors run on the loop in the request's own task; sync ones on a worker thread.
 - With batching, requests wait in a FIFO; a batch of up to ``max_batch_size`` fires when full, or when
   ``batch_interval`` has passed since its first request, and takes one slot for one ``predict_batch`` call.
-- ``request_timeout`` covers queue + predict. A sync predict that overruns still holds its slot (and its
+- ``request_timeout`` covers queue + predict (or ends at the ``deadline`` given to ``run``, which a multi-model
+  request takes before it waits for its model to load). A sync predict that overruns still holds its slot (and its
   thread) until it really returns — the slot counts threads, not requests — while the client gets 504.
 """
 
@@ -126,13 +127,22 @@ class PredictScheduler:
         if self._idle is not None and not (self._executing or self._waiters or self._jobs):
             self._idle.set()
 
+    def deadline(self) -> float:
+        """``request_timeout`` from now on the scheduler's clock, for ``run(..., deadline=)``."""
+        return self._clock() + self._timeout_s
+
+    def seconds_until(self, deadline: float) -> float:
+        return deadline - self._clock()
+
     # -- one request per call -------------------------------------------------------------------------------
-    async def run(self, payload: Any, decision: AdmissionDecision) -> Any:
-        """Run one admitted request; raises TimeoutExceededError, PredictorFailedError or BatchResultError."""
+    async def run(self, payload: Any, decision: AdmissionDecision, deadline: float | None = None) -> Any:
+        """Run one admitted request until ``deadline`` (default: ``request_timeout`` from now); raises
+        TimeoutExceededError, PredictorFailedError or BatchResultError."""
+        if deadline is None:
+            deadline = self._clock() + self._timeout_s
         if self._batching is not None:
-            return await self._run_batched(payload)
+            return await self._run_batched(payload, deadline)
         loop = asyncio.get_running_loop()
-        deadline = self._clock() + self._timeout_s
         if decision is RUN_NOW:
             self._executing += 1
         else:
@@ -223,11 +233,11 @@ class PredictScheduler:
             self._deadlines.discard(fut)
 
     # -- batching -----------------------------------------------------------------------------------------
-    async def _run_batched(self, payload: Any) -> Any:
+    async def _run_batched(self, payload: Any, deadline: float) -> Any:
         loop = asyncio.get_running_loop()
         job = _Job(payload, loop.create_future(), self._clock())
         self._jobs.append(job)
-        self._deadlines.add(job, job.arrival_s + self._timeout_s, functools.partial(self._expire_job, job))
+        self._deadlines.add(job, deadline, functools.partial(self._expire_job, job))
         self._pump_batches()
         try:
             return await job.fut
