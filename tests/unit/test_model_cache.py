@@ -796,3 +796,19 @@ async def test_a_failed_listing_for_an_unknown_version_leaves_the_known_versions
     with pytest.raises(ModelLoadError):  # version 2's failure is remembered for the TTL
         async with cache.acquire("a", 2):
             pass
+
+
+async def test_poll_lists_only_the_models_with_a_copy(
+    tmp_path: Path, source: FakeModelSource, loader: Loader, clock: FakeClock
+) -> None:
+    cache = make_cache(tmp_path, source, loader, clock, cache_size=1, disk_cache_size=2)
+    for name in ("a", "b", "c", "d"):
+        async with cache.acquire(name):
+            pass
+    before = source.listings
+    await cache.poll()
+    assert source.listings - before == 2  # c and d are on disk; a and b are gone from both tiers
+    before = source.listings
+    async with cache.acquire("a"):  # forgotten by the index: listed again on demand
+        pass
+    assert source.listings - before == 1

@@ -161,7 +161,9 @@ class ModelCache:
         return failures
 
     async def poll(self) -> None:
-        """Refresh the versions of every model seen so far; drop unused copies of versions that are gone.
+        """Refresh the versions of the models with a copy in memory or on disk, or a load in flight; drop
+        unused copies of versions that are gone. Other names leave the index (a request for one lists it
+        on demand), so a poll costs a listing per cached model, not per model ever requested.
 
         Source errors are kept for :meth:`snapshot` (``poll.last_error``) and logged, not raised.
         """
@@ -179,7 +181,14 @@ class ModelCache:
                 except ThriftyError as exc:
                     errors.append(exc.message)
 
-        names = self._versions.names()
+        cached = {slot.key.name for tier in (self._memory, self._disk) for slot in tier}
+        cached.update(key.name for key in self._flights)
+        names = []
+        for name in self._versions.names():
+            if name in cached:
+                names.append(name)
+            else:
+                self._versions.forget(name)
         await asyncio.gather(*(refresh(n) for n in names))
         self._last_poll_error = errors[0] if errors else None
         if errors:
