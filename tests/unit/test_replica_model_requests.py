@@ -178,3 +178,21 @@ async def test_the_wait_for_a_load_counts_against_request_timeout(build: Callabl
     resp = await pending
     assert resp.status == 504
     assert b"request_timeout" in resp.body
+
+
+async def test_a_drain_waits_for_requests_waiting_for_a_load_and_serves_them(build: Callable[..., Any]) -> None:
+    predictor = GatedPredictor()
+    predictor.load_gate = threading.Event()
+    r = await build(predictor)
+    pending = asyncio.create_task(r.post(b"/a"))
+    await until(predictor.loading.is_set)
+    r.app.begin_drain()
+    drained = asyncio.create_task(r.app.wait_drained())
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not drained.done()
+    assert (await r.post(b"/b")).status == 503  # a new request is turned away
+    predictor.load_gate.set()
+    resp = await pending
+    assert resp.status == 200, resp.body
+    await drained

@@ -65,6 +65,10 @@ class ReplicaApp:
 
     async def wait_drained(self) -> None:
         if self._scheduler is not None:
+            if self.models is not None:
+                # Requests admitted before the drain that still wait for their model; each one reaches the
+                # scheduler without yielding once its model is in, so wait_idle below counts it.
+                await self.models.wait_loads()
             await self._scheduler.wait_idle()
 
     def stats(self) -> dict[str, Any]:

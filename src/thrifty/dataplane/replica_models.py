@@ -239,6 +239,7 @@ class ModelServing:
         self._timeout_s = float(api.serving.request_timeout)
         self._poller: asyncio.Task[None] | None = None
         self.waiting = 0  # requests waiting for their model to load
+        self._no_waiting: asyncio.Event | None = None
         self.preload_failures: dict[str, str] = {}
 
     # -- lifecycle -----------------------------------------------------------------------------------------
@@ -325,7 +326,9 @@ class ModelServing:
             return _model_error(exc, rid)
         call = ModelCall(payload, loaded.model, functools.partial(self.cache.unpin, loaded), asyncio.get_running_loop())
         try:
-            decision = scheduler.admission()
+            # Overload again (the load may have taken a while), but not draining: the drain waits for
+            # requests admitted before it (``wait_loads``), so they are served, not turned away now.
+            decision = admit(self._limits, scheduler.executing, scheduler.queued, False)
             if not decision.admitted:
                 return runner.rejection(decision, rid)
             return await runner.run(scheduler, call, decision, rid, deadline)
@@ -342,6 +345,14 @@ class ModelServing:
             raise _LoadTimeoutError from None
         finally:
             self.waiting -= 1
+            if not self.waiting and self._no_waiting is not None:
+                self._no_waiting.set()
+
+    async def wait_loads(self) -> None:
+        """Until no request waits for its model to load (with the drain begun, none starts waiting)."""
+        while self.waiting:
+            self._no_waiting = asyncio.Event()
+            await self._no_waiting.wait()
 
     def not_a_model_path(self, rid: bytes) -> Response:
         return error_response(400, "model_required", NOT_A_MODEL_PATH, rid)
