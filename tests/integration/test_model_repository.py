@@ -278,3 +278,43 @@ def test_s3_keys_that_escape_the_folder_are_refused(
     with pytest.raises(ModelLoadError, match=r"unsafe path|outside"):
         repo.fetch("evil", 1, str(dest))
     assert [p.name for p in tmp_path.rglob("escape.txt")] == []
+
+
+class _ApacheIndexHandler(_QuietHandler):
+    """Folder listings like Apache's ``Indexes``: sort links (``?C=N;O=D``), an anchor and a parent link."""
+
+    def list_directory(self, path: str | os.PathLike[str]) -> Any:
+        import io
+
+        names = sorted(os.listdir(path))
+        links = ['<a href="?C=N;O=D">Name</a>', '<a href="?C=M;O=A">Last modified</a>', '<a href="#top">Top</a>']
+        links += ['<a href="/">Parent Directory</a>']
+        links += [f'<a href="{n}{"/" if os.path.isdir(os.path.join(path, n)) else ""}">{n}</a>' for n in names]
+        body = ("<html><body>" + "".join(links) + "</body></html>").encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        return io.BytesIO(body)
+
+
+def test_http_index_sort_links_are_not_model_files(tmp_path: Path) -> None:
+    root = tmp_path / "served"
+    (root / "m" / "1").mkdir(parents=True)
+    (root / "m" / "1" / "w.bin").write_bytes(b"abc")
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(_ApacheIndexHandler, directory=str(root))
+    )
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        repo = ModelRepository(f"http://127.0.0.1:{server.server_port}/")
+        assert repo.list_versions("m") == [1]
+        dest = tmp_path / "dest"
+        dest.mkdir()
+        assert repo.fetch("m", 1, str(dest)) == 3
+        assert sorted(os.listdir(dest)) == ["w.bin"]
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()

@@ -129,6 +129,8 @@ class ModelRepository:
         for remote, info in sorted(found.items()):
             if info.get("type") == "directory" or remote.endswith("/") or not remote.startswith(base):
                 continue  # S3 "folder marker" objects, or anything the listing put elsewhere
+            if self._http and ("?" in remote[len(base) :] or "#" in remote[len(base) :]):
+                continue  # a listing page's own links (Apache's sort links "?C=N;O=D"), not files
             rel_parts = [self._safe_part(name, remote, p) for p in remote[len(base) :].split("/")]
             size = info.get("size")
             if size is None:  # HTTP listings carry no sizes
