@@ -11,6 +11,8 @@ from thrifty.cli.output import api_detail, model_table
 from thrifty.control.traffic import TrafficHistory, model_rows
 from thrifty.dataplane.gateway_models import held_keys, model_request_key, models_json
 from thrifty.dataplane.gateway_routes import RoutesDoc, build_routes
+from thrifty.models import ModelNameError
+from thrifty.models.names import parse_model_path
 
 
 @pytest.mark.parametrize(
@@ -22,10 +24,38 @@ from thrifty.dataplane.gateway_routes import RoutesDoc, build_routes
         (b"/en-fr/2/", (b"en-fr", b"en-fr/2")),
         (b"/", None),
         (b"/a/b/c", None),
+        # read as the replica reads them (models.parse_model_path): the same model, the same replicas
+        (b"/en-fr/latest", (b"en-fr", b"en-fr")),
+        (b"/en-fr/02", (b"en-fr", b"en-fr/2")),
+        (b"/en%2Dfr", (b"en-fr", b"en-fr")),
+        (b"/en%2dfr/%32", (b"en-fr", b"en-fr/2")),
+        (b"/%2e%2e", None),
+        (b"/en%2Ffr", None),
+        (b"/en-fr/x", None),
     ],
 )
 def test_model_request_key(path: bytes, expected: tuple[bytes, bytes] | None) -> None:
     assert model_request_key(path) == expected
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        (b"/en-fr", ("en-fr", None)),
+        (b"/en-fr/", ("en-fr", None)),
+        (b"/en-fr/latest", ("en-fr", None)),
+        (b"/en-fr/02", ("en-fr", 2)),
+        (b"/en%2Dfr/2/", ("en-fr", 2)),
+    ],
+)
+def test_parse_model_path(path: bytes, expected: tuple[str, int | None]) -> None:
+    assert parse_model_path(path) == expected
+
+
+@pytest.mark.parametrize("path", [b"/", b"/a/b/c", b"/%2e%2e", b"/a%2Fb", b"/%C3%BC", b"/a/-1", b"/.x"])
+def test_parse_model_path_refuses(path: bytes) -> None:
+    with pytest.raises(ModelNameError):
+        parse_model_path(path)
 
 
 def test_held_keys_cover_the_name_and_each_version() -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Callable, Container, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -29,6 +30,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from thrifty.dataplane.upstream import UpstreamError, UpstreamPool
+from thrifty.models.errors import ModelNameError
+from thrifty.models.names import parse_model_path
 from thrifty.policy.model_routing import choose_model_replica, rendezvous_order
 
 if TYPE_CHECKING:
@@ -41,23 +44,21 @@ POLL_INTERVAL_S = 1.0
 POLL_TIMEOUT_S = 2.0
 
 
+@functools.lru_cache(maxsize=4096)
 def model_request_key(fwd_path: bytes) -> tuple[bytes, bytes] | None:
     """(model name, held-set key) of ``/<model>`` or ``/<model>/<version>``; None for any other path.
 
-    The name is what rendezvous hashing uses (every version of a model lands on the same replicas); the
-    key is what a replica must hold: any version (``name``) or the pinned one (``name/version``).
+    Read by ``models.parse_model_path``, exactly as the replica reads it (percent-decoding, ``02`` is 2,
+    ``latest`` is the name alone). The name is what rendezvous hashing uses (every version of a model
+    lands on the same replicas); the key is what a replica must hold: any version (``name``) or the pinned
+    one (``name/version``). Cached: a busy API's requests name the same few paths over and over.
     """
-    key = fwd_path[1:]
-    if key.endswith(b"/"):
-        key = key[:-1]
-    if not key:
-        return None
-    slash = key.find(b"/")
-    if slash < 0:
-        return key, key
-    if key.find(b"/", slash + 1) >= 0:
-        return None  # the replica answers 400 for this shape; any replica will do
-    return key[:slash], key
+    try:
+        name, version = parse_model_path(fwd_path)
+    except ModelNameError:
+        return None  # the replica answers 400 for this path; any replica will do
+    raw = name.encode("ascii")
+    return raw, (raw if version is None else b"%s/%d" % (raw, version))
 
 
 def model_order(route: ApiRoute, name: bytes) -> tuple[int, ...]:

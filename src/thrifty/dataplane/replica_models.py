@@ -3,8 +3,8 @@
 
 A request goes through, in order:
 
-1. the model path: one or two segments, percent-decoded, validated by the cache (``/``, ``..``, characters
-   outside ``[A-Za-z0-9_.-]`` -> 400); more segments -> 400 that shows the URL shape;
+1. the model path: one or two segments, percent-decoded and validated by ``models.parse_model_path``, the
+   same reading as the gateway's (``/``, ``..``, characters outside ``[A-Za-z0-9_.-]``, more segments -> 400);
 2. admission, counting the requests that wait for a model load as queued, so that overload is refused at
    once (503) instead of piling up behind a slow download;
 3. the payload (400 when malformed), then the model, acquired and *pinned* for the rest of the request:
@@ -34,7 +34,6 @@ import threading
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
-from urllib.parse import unquote_to_bytes
 
 from thrifty.config.schema import ApiConfig
 from thrifty.dataplane.http_messages import Request, Response, error_response, json_response
@@ -52,6 +51,7 @@ from thrifty.models import (
     ModelNotFoundError,
     model_cache_from_config,
 )
+from thrifty.models.names import parse_model_path
 from thrifty.policy.admission import AdmissionDecision, AdmissionLimits, admit
 
 _log = logging.getLogger("thrifty.replica")
@@ -73,29 +73,6 @@ class PredictRunner(Protocol):
         rid: bytes,
         deadline: float | None = None,
     ) -> Response: ...
-
-
-def parse_model_path(path: bytes) -> tuple[str, str | None]:
-    """``/<model>`` or ``/<model>/<version>`` (percent-decoded) -> (name, version); raises ModelNameError.
-
-    The cache validates the name and the version; this only splits and decodes, so that ``%2e%2e`` is
-    judged as the ``..`` it stands for and ``%2F`` as a ``/`` inside a name.
-    """
-    parts = path[1:].split(b"/")
-    if parts and parts[-1] == b"" and len(parts) > 1:
-        parts.pop()  # a trailing slash: /en-fr/ is /en-fr
-    if not 1 <= len(parts) <= 2:
-        raise ModelNameError(f"expected {URL_SHAPE}, got a path with {len(parts)} segments")
-    decoded: list[str] = []
-    for part in parts:
-        raw = unquote_to_bytes(part)
-        try:
-            decoded.append(raw.decode("ascii"))
-        except UnicodeDecodeError:
-            raise ModelNameError(
-                f"invalid model name or version {raw.decode('utf-8', 'replace')[:80]!r}: ASCII only"
-            ) from None
-    return decoded[0], (decoded[1] if len(decoded) == 2 else None)
 
 
 _NEW, _STARTED, _ABANDONED = 0, 1, 2
@@ -335,7 +312,7 @@ class ModelServing:
         finally:
             call.abandon()
 
-    async def _pin(self, name: str, version: str | None, timeout_s: float) -> LoadedModel:
+    async def _pin(self, name: str, version: int | None, timeout_s: float) -> LoadedModel:
         """The model, pinned in the cache (the caller unpins it); the wait is bounded by ``timeout_s``."""
         self.waiting += 1
         try:

@@ -4,12 +4,16 @@ A name becomes a directory name in the local cache, so it must be one plain path
 digits, ``_``, ``.`` and ``-`` only, no ``..`` anywhere, not starting with ``.`` (which also keeps names
 apart from the cache's own ``.tmp-``/``.trash-`` entries), at most 128 characters. A version is a
 non-negative decimal integer (ASCII digits only), or ``latest``/``None`` for the highest one.
+
+:func:`parse_model_path` is the one reading of a request's model path, shared by the gateway (which routes
+on it) and the replica (which serves it), so that both agree on which model a request asks for.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from urllib.parse import unquote_to_bytes
 
 from thrifty.models.errors import ModelNameError
 
@@ -89,6 +93,34 @@ def is_valid_model_name(name: str) -> bool:
 
 
 def parse_model_ref(ref: str) -> tuple[str, int | None]:
-    """``name`` or ``name/version`` (as in ``preload:`` lists and request paths) -> (name, version)."""
+    """``name`` or ``name/version`` (as in ``preload:`` lists) -> (name, version); raises ModelNameError."""
     name, sep, version = ref.partition("/")
     return validate_model_name(name), (parse_version(version) if sep else None)
+
+
+def parse_model_path(path: bytes) -> tuple[str, int | None]:
+    """``/<model>`` or ``/<model>/<version>`` (after the API prefix; a trailing ``/`` allowed) ->
+    (name, version), version None for latest; raises ModelNameError.
+
+    Each segment is percent-decoded before it is judged, so ``%2e%2e`` is the ``..`` it stands for, ``%2F``
+    a ``/`` inside a name, and ``en%2Dfr`` is ``en-fr``; ``02`` is version 2 and ``latest`` no version.
+    """
+    parts = path[1:].split(b"/")
+    if len(parts) > 1 and parts[-1] == b"":
+        parts.pop()  # a trailing slash: /en-fr/ is /en-fr
+    if not 1 <= len(parts) <= 2:
+        raise ModelNameError(
+            f"expected a model path /<model> or /<model>/<version>, got a path with {len(parts)} segments"
+        )
+    name = validate_model_name(_decode_segment(parts[0]))
+    return name, (parse_version(_decode_segment(parts[1])) if len(parts) == 2 else None)
+
+
+def _decode_segment(part: bytes) -> str:
+    raw = unquote_to_bytes(part) if b"%" in part else part
+    try:
+        return raw.decode("ascii")
+    except UnicodeDecodeError:
+        raise ModelNameError(
+            f"invalid model name or version {raw.decode('utf-8', 'replace')[:80]!r}: ASCII only"
+        ) from None
