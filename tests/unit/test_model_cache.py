@@ -808,7 +808,20 @@ async def test_poll_lists_only_the_models_with_a_copy(
     before = source.listings
     await cache.poll()
     assert source.listings - before == 2  # c and d are on disk; a and b are gone from both tiers
+    assert cache.snapshot()["models"]["a"]["versions"] == [1]  # the figures keep its last listing
     before = source.listings
     async with cache.acquire("a"):  # forgotten by the index: listed again on demand
         pass
     assert source.listings - before == 1
+
+
+async def test_a_model_gone_from_the_source_leaves_the_figures(
+    tmp_path: Path, source: FakeModelSource, loader: Loader, clock: FakeClock
+) -> None:
+    cache = make_cache(tmp_path, source, loader, clock, cache_size=2)
+    for name in ("a", "b"):
+        async with cache.acquire(name):
+            pass
+    source.remove("a")
+    await cache.poll()
+    assert sorted(cache.snapshot()["models"]) == ["b"]

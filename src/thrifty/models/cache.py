@@ -170,6 +170,7 @@ class ModelCache:
         await self.start()
         self._polls += 1
         errors: list[str] = []
+        removed: list[str] = []
         limit = asyncio.Semaphore(8)
 
         async def refresh(name: str) -> None:
@@ -177,7 +178,7 @@ class ModelCache:
                 try:
                     await self._versions.refresh(name)
                 except ModelNotFoundError:
-                    pass  # gone: the index forgot it
+                    removed.append(name)  # gone: the index forgot it
                 except ThriftyError as exc:
                     errors.append(exc.message)
 
@@ -201,6 +202,20 @@ class ModelCache:
         }
         for key in gone:
             await self._tiers.discard_unused(key)
+        self._forget_figures(removed)
+
+    def _forget_figures(self, names: list[str]) -> None:
+        """Drop the counters and measured sizes of models gone from the source once no copy of them is
+        left, so that /metrics stops reporting them (a copy still in use keeps them until the next poll)."""
+        if not names:
+            return
+        left = {slot.key.name for tier in (self._memory, self._disk) for slot in tier}
+        left.update(key.name for key in self._flights)
+        for name in names:
+            if name not in left:
+                self._stats.pop(name, None)
+                for key in [k for k in self._measured_bytes if k.name == name]:
+                    del self._measured_bytes[key]
 
     async def list_models(self) -> list[str]:
         """Every model in the source (one listing; not cached)."""
@@ -216,7 +231,7 @@ class ModelCache:
         for name, stats in sorted(self._stats.items()):
             models[name] = {
                 **stats.as_dict(),
-                "versions": list(self._versions.get(name)),
+                "versions": list(self._versions.last_listed(name)),
                 "memory_bytes": sum(s.size_bytes for s in self._memory if s.key.name == name),
                 "disk_bytes": sum(s.size_bytes for s in self._disk if s.key.name == name),
             }

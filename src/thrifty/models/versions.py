@@ -21,6 +21,9 @@ class VersionIndex:
         self._source = source
         self._failures = failures
         self._versions: dict[str, tuple[int, ...]] = {}
+        # The last listing of every name, also of names the index forgot (figures only, never resolution):
+        # `thrifty get` shows the versions of models asked for since the start, not only cached ones.
+        self._last_listed: dict[str, tuple[int, ...]] = {}
         self._listings: dict[str, asyncio.Task[tuple[int, ...]]] = {}
 
     def names(self) -> list[str]:
@@ -30,7 +33,12 @@ class VersionIndex:
         """Known versions, ascending; empty when the name is unknown (or gone from the source)."""
         return self._versions.get(name, ())
 
+    def last_listed(self, name: str) -> tuple[int, ...]:
+        """The versions of the name's last successful listing (possibly stale); empty when gone."""
+        return self._last_listed.get(name, ())
+
     def forget(self, name: str) -> None:
+        """Out of the index: the next request lists the name again."""
         self._versions.pop(name, None)
 
     def tasks(self) -> list[asyncio.Task[tuple[int, ...]]]:
@@ -89,6 +97,7 @@ class VersionIndex:
             versions = tuple(sorted(await asyncio.to_thread(self._source.list_versions, name)))
         except ModelNotFoundError:
             self._versions.pop(name, None)
+            self._last_listed.pop(name, None)
             raise
         except ThriftyError:
             raise
@@ -99,6 +108,8 @@ class VersionIndex:
             ) from exc
         if not versions:
             self._versions.pop(name, None)
+            self._last_listed.pop(name, None)
             raise ModelNotFoundError(f"model {name!r} has no versions", details={"model": name})
         self._versions[name] = versions
+        self._last_listed[name] = versions
         return versions
