@@ -35,16 +35,11 @@ from collections.abc import Container, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from thrifty.policy.routing import RoutingCandidate
 
-class ModelRoutingCandidate(Protocol):
-    @property
-    def in_flight(self) -> int: ...
 
-    @property
-    def draining(self) -> bool: ...
-
-    @property
-    def ejected_until(self) -> float: ...
+class ModelRoutingCandidate(RoutingCandidate, Protocol):
+    """A replica as plain routing sees it, plus what it holds and how many requests it runs at once."""
 
     @property
     def held(self) -> Container[bytes]: ...
