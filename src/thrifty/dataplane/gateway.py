@@ -55,7 +55,11 @@ _HOP_BY_HOP = frozenset(
         b"upgrade", b"proxy-authorization", b"proxy-authenticate", b"content-length", b"host", b"expect",
     }
 )  # fmt: skip
-_RESPONSE_DROP = _HOP_BY_HOP | {b"x-thrifty-draining", b"date"}  # the gateway writes its own Date
+_RESPONSE_DROP = _HOP_BY_HOP | {
+    b"x-thrifty-draining",
+    b"x-thrifty-retry-elsewhere",
+    b"date",
+}  # the gateway writes its own Date
 _RETRY_AFTER: Headers = [(b"retry-after", b"1")]
 _EJECT_S = 1.0  # how long a replica that refused a connection is skipped
 _OK = json_response(200, {"status": "ok"})
@@ -239,10 +243,15 @@ class GatewayApp:
             except UpstreamError as exc:
                 return error_response(502, "upstream_failed", f"replica {rep.id}: {exc.message}", rid)
             else:
-                if up.status != 503 or not _says_draining(up):
+                if up.status != 503:
                     return _relay(up)
-                rep.seen_draining = rep.draining = True
-                why = f"replica {rep.id} is draining"
+                if _has_header(up, b"x-thrifty-draining"):
+                    rep.seen_draining = rep.draining = True
+                    why = f"replica {rep.id} is draining"
+                elif _has_header(up, b"x-thrifty-retry-elsewhere"):
+                    why = f"replica {rep.id}: its model cache is busy"
+                else:
+                    return _relay(up)
             finally:
                 rep.in_flight -= 1
             tried.append(rep)
@@ -258,8 +267,8 @@ def _api_name(path: bytes) -> bytes:
     return path[1:] if slash < 0 else path[1:slash]
 
 
-def _says_draining(up: UpstreamResponse) -> bool:
-    return any(name == b"x-thrifty-draining" for name, _ in up.headers)
+def _has_header(up: UpstreamResponse, name: bytes) -> bool:
+    return any(n == name for n, _ in up.headers)
 
 
 def _relay(up: UpstreamResponse) -> Response:

@@ -56,6 +56,7 @@ from thrifty.policy.admission import AdmissionDecision, AdmissionLimits, admit
 
 _log = logging.getLogger("thrifty.replica")
 
+RETRY_ELSEWHERE = b"x-thrifty-retry-elsewhere"  # the gateway may send this request to another replica
 URL_SHAPE = "POST /<api>/<model> or POST /<api>/<model>/<version>"
 NOT_A_MODEL_PATH = f"this is a multi-model API: predict with {URL_SHAPE}"
 
@@ -343,7 +344,8 @@ class _LoadTimeoutError(Exception):
 
 
 def _model_error(exc: ThriftyError, rid: bytes) -> Response:
-    headers = [(b"retry-after", b"1")] if isinstance(exc, ModelCacheBusyError) else None
+    # Busy means every model in this replica's memory is in use: another replica may well have room.
+    headers = [(b"retry-after", b"1"), (RETRY_ELSEWHERE, b"1")] if isinstance(exc, ModelCacheBusyError) else None
     if exc.http_status >= 500 and not isinstance(exc, ModelCacheBusyError):
         _log.warning("request_id=%s %s", rid.decode("latin-1"), exc.message)
     return error_response(exc.http_status, exc.code, exc.message, rid, headers)
