@@ -101,6 +101,7 @@ class ModelPoller:
         self.interval_s = interval_s
         self._timeout_s = timeout_s
         self._task: asyncio.Task[None] | None = None
+        self._polls: dict[ReplicaState, asyncio.Task[None]] = {}
 
     def start(self) -> None:
         if self._task is None:
@@ -112,18 +113,33 @@ class ModelPoller:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        polls = list(self._polls.values())
+        for task in polls:
+            task.cancel()
+        await asyncio.gather(*polls, return_exceptions=True)
 
     async def _run(self) -> None:
+        # Each replica is polled on its own: a slow one (busy, or on its way out) only delays its own
+        # report, never the others'; it is skipped while its previous poll has not answered.
+        loop = asyncio.get_running_loop()
         while True:
-            try:
-                await self.poll_once()
-            except Exception:  # a bad report must not end polling
-                _log.exception("polling replicas for their models failed")
+            for rep in self._targets():
+                if rep not in self._polls:
+                    task = self._polls[rep] = loop.create_task(self._poll(rep))
+                    task.add_done_callback(functools.partial(self._polled, rep))
             await asyncio.sleep(self.interval_s)
 
+    def _polled(self, rep: ReplicaState, task: asyncio.Task[None]) -> None:
+        self._polls.pop(rep, None)
+        if not task.cancelled() and task.exception() is not None:  # a bad report must not go unnoticed
+            _log.error("polling replica %s for its models failed", rep.id, exc_info=task.exception())
+
+    def _targets(self) -> list[ReplicaState]:
+        return [r for route in self._routes() if route.multi_model for r in route.replicas if not r.draining]
+
     async def poll_once(self) -> None:
-        """One round: every replica of every multi-model API, concurrently."""
-        replicas = [r for route in self._routes() if route.multi_model for r in route.replicas if not r.draining]
+        """One round: every replica of every multi-model API, concurrently (tests; the loop polls each alone)."""
+        replicas = self._targets()
         if replicas:
             await asyncio.gather(*(self._poll(r) for r in replicas))
 

@@ -175,3 +175,35 @@ async def test_poller_survives_unreachable_and_skips_draining_replicas(
     assert "models" not in gateway.app.stats_json()["apis"]["plain"]  # type: ignore[operator]
     poller.start()  # the loop form runs and stops cleanly
     await poller.stop()
+
+
+class _Hang:
+    """A replica that never answers: its stats poll only ends at the poll timeout."""
+
+    def body_limit(self, request: object) -> int:
+        return 1 << 16
+
+    async def handle(self, request: object) -> Any:
+        await asyncio.sleep(3600)
+
+
+async def test_a_replica_that_does_not_answer_delays_no_other_replicas_report(
+    replicas: list[ModelReplica], gateway: RunningGateway, client: httpx.AsyncClient
+) -> None:
+    hang = HttpServer(_Hang(), host="127.0.0.1", port=0)
+    await hang.start()
+    try:
+        doc = routes(replicas[:1])
+        entries = [*doc.model_dump()["apis"]["mm"]["replicas"], {"id": "hang", "host": "127.0.0.1", "port": hang.port}]
+        gateway.app.set_routes(RoutesDoc.model_validate({"apis": {"mm": {"replicas": entries, "multi_model": True}}}))
+        poller = ModelPoller(gateway.pool, lambda: list(gateway.app.routes.values()), interval_s=0.05, timeout_s=60.0)
+        poller.start()
+        try:
+            await asyncio.sleep(0.2)  # the first rounds: the hanging replica's poll is now stuck
+            await client.post(f"{gateway.url}/mm/en-de", json={})
+            live = gateway.app.routes[b"mm"].replicas[0]
+            await eventually(lambda: b"en-de" in live.held, timeout_s=3.0)
+        finally:
+            await poller.stop()
+    finally:
+        await hang.stop(0.1)
