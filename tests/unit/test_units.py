@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from thrifty.config.units import (
-    format_duration,
     parse_count_or_percent,
     parse_cpu,
     parse_duration,
@@ -60,10 +59,3 @@ def test_count_or_percent() -> None:
     assert resolve_count_or_percent("25%", 1, round_up=False) == 0
     assert resolve_count_or_percent("25%", 8, round_up=False) == 2
     assert resolve_count_or_percent(2, 8, round_up=False) == 2
-
-
-def test_format_duration() -> None:
-    assert format_duration(300) == "5m"
-    assert format_duration(0.005) == "5ms"
-    assert format_duration(7200) == "2h"
-    assert format_duration(45) == "45s"

@@ -110,15 +110,6 @@ def resolve_count_or_percent(value: int | str, total: int, *, round_up: bool) ->
     return whole + 1 if round_up and raw > whole else whole
 
 
-def format_duration(seconds: float) -> str:
-    if seconds < 1 and seconds != 0:
-        return f"{seconds * 1000:g}ms"
-    for unit, size in (("h", 3600), ("m", 60)):
-        if seconds >= size and seconds % size == 0:
-            return f"{seconds / size:g}{unit}"
-    return f"{seconds:g}s"
-
-
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 """Seconds; written in YAML as a number of seconds or with a unit (ms, s, m, h)."""
 Size = Annotated[int, BeforeValidator(parse_size)]

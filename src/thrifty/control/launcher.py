@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 from thrifty.client import Client, read_operator_file
 from thrifty.control.home import Home
@@ -96,7 +95,3 @@ def stop(home: Home, *, timeout_s: float = 180.0) -> bool:
             break
         time.sleep(0.1)
     return True
-
-
-def log_path(home: Home) -> Path:
-    return home.operator_log

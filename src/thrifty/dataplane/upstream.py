@@ -240,9 +240,6 @@ class UpstreamPool:
         for conn in self._idle.pop((host, port), []):
             conn.abort()
 
-    def idle_count(self) -> int:
-        return sum(len(s) for s in self._idle.values())
-
     def close(self) -> None:
         self._closed = True
         if self._deadlines is not None:

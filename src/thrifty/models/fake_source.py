@@ -22,7 +22,6 @@ class FakeModelSource:
     def __init__(self, gate: threading.Event | None = None) -> None:
         self._lock = threading.Lock()
         self._models: dict[str, dict[int, Files]] = {}
-        self._unversioned: set[str] = set()
         self.gate = gate
         self.broken: set[ModelKey] = set()
         self.fetches: Counter[ModelKey] = Counter()
@@ -31,12 +30,6 @@ class FakeModelSource:
     def put(self, name: str, version: int, files: Files) -> None:
         with self._lock:
             self._models.setdefault(name, {})[version] = dict(files)
-            self._unversioned.discard(name)
-
-    def put_unversioned(self, name: str, files: Files) -> None:
-        with self._lock:
-            self._models[name] = {1: dict(files)}
-            self._unversioned.add(name)
 
     def remove(self, name: str, version: int | None = None) -> None:
         with self._lock:
