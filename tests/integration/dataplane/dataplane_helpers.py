@@ -47,7 +47,21 @@ async def eventually_async(check: Callable[[], Awaitable[bool]], timeout_s: floa
     raise AssertionError("condition not reached in time")
 
 
-class RunningReplica:
+class LoopbackServer:
+    """A test handle on a server bound to 127.0.0.1 (port 0): its real port and URL."""
+
+    server: HttpServer
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.port}"
+
+
+class RunningReplica(LoopbackServer):
     def __init__(self, app: ReplicaApp, server: HttpServer, predictor: LoadedPredictor, runner: ThreadRunner) -> None:
         self.app = app
         self.server = server
@@ -57,14 +71,6 @@ class RunningReplica:
     @property
     def instance(self) -> Any:
         return self.predictor.instance
-
-    @property
-    def port(self) -> int:
-        return self.server.port
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.port}"
 
     async def drain_and_stop(self, grace_s: float = 5.0) -> None:
         self.app.begin_drain()
@@ -79,15 +85,11 @@ class RunningReplica:
 ReplicaFactory = Callable[..., Awaitable[RunningReplica]]
 
 
-class RunningGateway:
+class RunningGateway(LoopbackServer):
     def __init__(self, app: GatewayApp, server: HttpServer, pool: UpstreamPool) -> None:
         self.app = app
         self.server = server
         self.pool = pool
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.port}"
 
     def set_routes(self, **apis: dict[str, Any]) -> None:
         """set_routes(name={"replicas": [...], ...}) — replicas given as RunningReplica or dicts."""

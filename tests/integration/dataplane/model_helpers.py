@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from dataplane_helpers import PREDICTORS
+from dataplane_helpers import PREDICTORS, LoopbackServer
 
 from thrifty.config.schema import ApiConfig
 from thrifty.dataplane.http_server import HttpServer
@@ -36,7 +36,7 @@ def model_api(source: Path, cls: str = "Models", name: str = "mm", **fields: Any
     )
 
 
-class ModelReplica:
+class ModelReplica(LoopbackServer):
     """A ready multi-model replica on 127.0.0.1:0, as replica_main builds it."""
 
     def __init__(self, app: ReplicaApp, server: HttpServer, models: ModelServing, runner: ThreadRunner, inst: Any):
@@ -49,14 +49,6 @@ class ModelReplica:
     @property
     def id(self) -> str:
         return self.app.replica_id
-
-    @property
-    def port(self) -> int:
-        return self.server.port
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.port}"
 
     @classmethod
     async def start(cls, api: ApiConfig, replica_id: str, cache_dir: Path | None) -> ModelReplica:
