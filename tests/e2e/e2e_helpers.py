@@ -45,6 +45,11 @@ class Load:
                 with self._lock:
                     self.statuses[status] += 1
 
+    def completed(self) -> int:
+        """How many requests have been answered so far (any status)."""
+        with self._lock:
+            return sum(self.statuses.values())
+
     def __enter__(self) -> Load:
         for t in self._threads:
             t.start()

@@ -577,7 +577,8 @@ async def test_unknown_model_is_404_and_remembered(
     source.put("nope", 4, {"w": b"1"})
     async with cache.acquire("nope") as loaded:
         assert loaded.version == 4
-    assert "nope" not in cache.snapshot()["models"] or cache.snapshot()["models"]["nope"]["versions"] == [4]
+    # The negative entry is gone: the model is listed with the version that now exists.
+    assert cache.snapshot()["models"]["nope"]["versions"] == [4]
 
 
 async def test_unknown_version_is_404(

@@ -64,10 +64,12 @@ def test_choice(case: Case) -> None:
 
 def test_two_samples_are_always_distinct() -> None:
     rng = random.Random(1)
-    reps = [Rep(0) for _ in range(3)]
-    for _ in range(200):
-        # with equal loads the first sample wins, so every replica gets picked: the samples vary
-        assert choose_replica(reps, rng, 0.0) in (0, 1, 2)
+    # Were both samples ever the busy replica, it would be picked; two distinct samples always beat it.
+    busy_last = [Rep(0), Rep(0), Rep(9)]
+    assert {choose_replica(busy_last, rng, 0.0) for _ in range(200)} == {0, 1}
+    # With equal loads the first sample wins, so every replica gets picked: the samples vary.
+    equal = [Rep(0) for _ in range(3)]
+    assert {choose_replica(equal, rng, 0.0) for _ in range(200)} == {0, 1, 2}
 
 
 def test_load_steers_traffic_to_the_idle_replica() -> None:

@@ -191,7 +191,8 @@ async def test_admin_api(gateway: RunningGateway, start_replica: ReplicaFactory,
         assert stats["latency"]["count"] == 1 and sum(stats["latency"]["counts"]) == 1
         assert len(stats["latency"]["counts"]) == len(stats["latency"]["bounds_s"]) + 1
         assert stats["replicas"] == {"r9": {"in_flight": 0}} and stats["in_flight"] == 0
-        assert stats["in_flight_seconds"] >= 0
+        # One request, alone: in flight for exactly its latency (both read from the gateway's clock).
+        assert stats["in_flight_seconds"] == stats["latency"]["sum_s"] > 0
         routes = (await client.get(url + "/routes", headers=auth)).json()
         assert routes["apis"]["echo"]["replicas"][0]["port"] == r.port
     finally:

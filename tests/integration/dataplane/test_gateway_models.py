@@ -178,19 +178,25 @@ async def test_poller_survives_unreachable_and_skips_draining_replicas(
 
 
 class _Hang:
-    """A replica that never answers: its stats poll only ends at the poll timeout."""
+    """A replica that never answers: its stats poll only ends at the poll timeout. ``asked`` is set once a
+    request (a poll) has reached it."""
+
+    def __init__(self) -> None:
+        self.asked = asyncio.Event()
 
     def body_limit(self, request: object) -> int:
         return 1 << 16
 
     async def handle(self, request: object) -> Any:
-        await asyncio.sleep(3600)
+        self.asked.set()
+        await asyncio.Event().wait()  # never set: hang until the poller gives up on (cancels) this request
 
 
 async def test_a_replica_that_does_not_answer_delays_no_other_replicas_report(
     replicas: list[ModelReplica], gateway: RunningGateway, client: httpx.AsyncClient
 ) -> None:
-    hang = HttpServer(_Hang(), host="127.0.0.1", port=0)
+    hanging = _Hang()
+    hang = HttpServer(hanging, host="127.0.0.1", port=0)
     await hang.start()
     try:
         doc = routes(replicas[:1])
@@ -199,7 +205,7 @@ async def test_a_replica_that_does_not_answer_delays_no_other_replicas_report(
         poller = ModelPoller(gateway.pool, lambda: list(gateway.app.routes.values()), interval_s=0.05, timeout_s=60.0)
         poller.start()
         try:
-            await asyncio.sleep(0.2)  # the first rounds: the hanging replica's poll is now stuck
+            await asyncio.wait_for(hanging.asked.wait(), timeout=5.0)  # its poll is now stuck (60 s timeout)
             await client.post(f"{gateway.url}/mm/en-de", json={})
             live = gateway.app.routes[b"mm"].replicas[0]
             await eventually(lambda: b"en-de" in live.held, timeout_s=3.0)
