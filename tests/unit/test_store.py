@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from thrifty.config import parse_text
-from thrifty.control.store import Store
+from thrifty.control.store import ProcessRecord, Store
+from thrifty.engines.identity import ProcessIdentity
 from thrifty.spec import ApiSpec
 
 
@@ -22,7 +23,8 @@ def test_apis_revisions_events_processes_persist(tmp_path: Path) -> None:
     store.put_api(s2, 2.0)
     store.add_event("iris", "deploy", "created", 1.0, {"k": 1})
     store.add_event("iris", "status", "updating -> live", 2.0)
-    store.put_process("iris-abc", "replica", "iris", 1234, 1.0)
+    record = ProcessRecord("iris-abc", "replica", "iris", "rev1", ProcessIdentity(1234, 99, "tok"), 1.0)
+    store.put_process(record)
     store.close()
 
     store = Store(db)
@@ -32,7 +34,7 @@ def test_apis_revisions_events_processes_persist(tmp_path: Path) -> None:
     evs = store.events("iris")
     assert [e.kind for e in evs] == ["deploy", "status"] and evs[0].data == {"k": 1}
     assert [e.kind for e in store.events("iris", kind="status")] == ["status"]
-    assert store.processes() == [("iris-abc", "replica", "iris", 1234)]
+    assert store.processes() == [record]
     store.delete_api("iris")
     assert store.list_apis() == []
 
@@ -56,3 +58,20 @@ def test_event_history_is_bounded_per_api(tmp_path: Path) -> None:
     store.prune_events(10)
     assert [e.message for e in store.events("a", limit=100)] == [f"a{i}" for i in range(20, 30)]
     assert len(store.events("b", limit=100)) == 10
+
+
+def test_an_older_state_db_gains_the_identity_columns(tmp_path: Path) -> None:
+    import sqlite3
+
+    db = tmp_path / "state.db"
+    old = sqlite3.connect(str(db))
+    old.execute(
+        "CREATE TABLE processes (id TEXT PRIMARY KEY, kind TEXT NOT NULL, api TEXT, pid INTEGER NOT NULL, "
+        "started_s REAL NOT NULL)"
+    )
+    old.execute("INSERT INTO processes VALUES ('gateway', 'gateway', NULL, 42, 1.0)")
+    old.commit()
+    old.close()
+    store = Store(db)
+    [record] = store.processes()
+    assert record.id == "gateway" and record.identity is None  # no identity: never adopted, only cleaned up

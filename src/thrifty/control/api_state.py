@@ -31,6 +31,23 @@ class ApiRuntime:
         return self.spec.revision + self.refresh_nonce
 
 
+def adopt_runtime(rt: ApiRuntime, running: list[ReplicaObservation]) -> int:
+    """Fit a restored API to the replicas adopted after an operator crash, so that none is restarted.
+
+    A `thrifty refresh` gave them a revision suffix that the store does not keep: take it back from them.
+    The autoscaler's choice is not kept either: the number running (within min/max) stands in for it.
+    Returns how many of them serve the current revision.
+    """
+    suffixes = {o.revision[len(rt.spec.revision) :] for o in running if o.revision.startswith(rt.spec.revision)}
+    if len(suffixes) == 1:
+        rt.refresh_nonce = suffixes.pop()
+    current = sum(1 for o in running if o.revision == rt.revision)
+    if current:
+        scaling = rt.spec.config.autoscaling
+        rt.desired = min(max(current, scaling.min_replicas), scaling.max_replicas)
+    return current
+
+
 def redacted(config: dict[str, Any]) -> dict[str, Any]:
     """An API config with its literal keys hidden (they live in state.db, never in answers or replicas)."""
     keys = config.get("auth", {}).get("api_keys", [])

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from thrifty.engines.identity import ProcessIdentity
+
 
 class FakeGateway:
     def __init__(self) -> None:
@@ -17,6 +19,10 @@ class FakeGateway:
 
     @property
     def pid(self) -> int | None:
+        return None
+
+    @property
+    def identity(self) -> ProcessIdentity | None:
         return None
 
     def alive(self) -> bool:

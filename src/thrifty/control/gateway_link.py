@@ -9,6 +9,7 @@ from typing import Any, Protocol
 import httpx
 import orjson
 
+from thrifty.engines.identity import AdoptedProcess, ProcessIdentity
 from thrifty.engines.process import ChildProcess, child_env, python_module_args
 from thrifty.errors import ThriftyError
 
@@ -26,6 +27,9 @@ class Gateway(Protocol):
     @property
     def pid(self) -> int | None: ...
 
+    @property
+    def identity(self) -> ProcessIdentity | None: ...
+
     def alive(self) -> bool: ...
 
     async def start(self, timeout_s: float = 20.0) -> None: ...
@@ -42,14 +46,17 @@ class GatewayStartError(ThriftyError):
 
 
 class GatewayLink:
-    def __init__(self, *, run_dir: Path, log_path: Path, token_path: Path, host: str, port: int) -> None:
+    def __init__(
+        self, *, run_dir: Path, log_path: Path, token_path: Path, host: str, port: int, secret_path: Path | None = None
+    ) -> None:
         self._run_dir = run_dir
+        self._secret_path = secret_path  # the platform secret the gateway shows replicas
         self._log_path = log_path
         self._token_path = token_path
         self.host = host
         self.port = port
         self.admin_port: int | None = None
-        self.proc: ChildProcess | None = None
+        self.proc: ChildProcess | AdoptedProcess | None = None
         self._client: httpx.AsyncClient | None = None
         self.generation = 0  # bumped at each (re)start: counters restart from zero
 
@@ -61,6 +68,17 @@ class GatewayLink:
     def pid(self) -> int | None:
         return self.proc.pid if self.proc is not None else None
 
+    @property
+    def identity(self) -> ProcessIdentity | None:
+        """pid + start time + token, recorded in the store so that a later operator can adopt the gateway."""
+        return self.proc.identity if self.proc is not None else None
+
+    def adopt(self, identity: ProcessIdentity) -> None:
+        """Take over a gateway a crashed operator started (still serving): its ports come from its port file."""
+        info = orjson.loads((self._run_dir / "gateway.json").read_bytes())
+        self.proc = AdoptedProcess(identity, log_path=self._log_path)
+        self._connect(info)
+
     async def start(self, timeout_s: float = 20.0) -> None:
         port_file = self._run_dir / "gateway.json"
         port_file.unlink(missing_ok=True)
@@ -71,6 +89,7 @@ class GatewayLink:
             "--admin-port", "0",
             "--port-file", str(port_file),
             "--token-file", str(self._token_path),
+            *(("--secret-file", str(self._secret_path)) if self._secret_path is not None else ()),
         )  # fmt: skip
         self.proc = ChildProcess(args, log_path=self._log_path, env=child_env({}))
         loop = asyncio.get_running_loop()
@@ -92,6 +111,12 @@ class GatewayLink:
                 self.proc.kill()
                 raise GatewayStartError(f"the gateway did not start within {timeout_s:.0f}s; see {self._log_path}")
             await asyncio.sleep(0.05)
+        old = self._connect(info)
+        if old is not None:  # swapped first: a concurrent stats() never meets a closed client
+            await old.aclose()
+
+    def _connect(self, info: dict[str, Any]) -> httpx.AsyncClient | None:
+        """Point the admin client at the gateway's ports; returns the previous client, to be closed."""
         self.port = int(info["port"])
         self.admin_port = int(info["admin_port"])
         token = self._token_path.read_text().strip()
@@ -104,8 +129,7 @@ class GatewayLink:
             ),
         )
         self.generation += 1
-        if old is not None:  # swapped first: a concurrent stats() never meets a closed client
-            await old.aclose()
+        return old
 
     def _log_tail(self, lines: int = 20) -> str:
         try:

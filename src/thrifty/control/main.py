@@ -1,16 +1,16 @@
 """The operator process: `python -m thrifty.control.main --home DIR` (started by `thrifty up` / `thrifty run`).
 
-It owns the platform: writes the admin token, starts the gateway, restores deployed APIs from SQLite
-(stopping any process a crashed predecessor left behind), serves the admin API on loopback, and on
-SIGTERM/SIGINT or `thrifty down` drains and stops everything it started.
+It owns the platform: restores deployed APIs from SQLite, starts the gateway, serves the admin API on
+loopback, and on SIGTERM/SIGINT or `thrifty down` drains and stops everything it started. After a crash
+(the previous operator was killed) it is crash-only: it *adopts* the gateway and replicas still running
+(checked by pid + start time + token, see ``thrifty.control.recovery``), keeping the gateway's port,
+routes and admin token, and starts only what is dead or unknown; they keep serving throughout.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import fcntl
 import logging
 import os
 import signal
@@ -18,50 +18,69 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import orjson
 
 from thrifty.control.admin import MAX_UPLOAD_BYTES, UNAUTHORIZED_BODY_BYTES, AdminApi
 from thrifty.control.gateway_link import GatewayLink
 from thrifty.control.home import Home
-from thrifty.control.launcher import pid_alive
 from thrifty.control.operator import Operator
+from thrifty.control.recovery import check_port_free, stragglers, survey
 from thrifty.control.store import Store
 from thrifty.dataplane.http_messages import Request, Response
 from thrifty.dataplane.http_server import HttpServer
+from thrifty.dataplane.platform_secret import ensure_secret
 from thrifty.dataplane.process_io import run_main, write_atomic
+from thrifty.engines.identity import cmdline, stop_processes
 from thrifty.engines.local import LocalEngine
-from thrifty.errors import PlatformAlreadyRunningError, ThriftyError
+from thrifty.errors import ThriftyError
 
 log = logging.getLogger("thrifty.operator")
 
 
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
+async def recover(store: Store, home: Home, engine: LocalEngine, gateway: GatewayLink, port: int) -> str:
+    """Adopt what a crashed predecessor left running and stop the rest; returns the admin token to use.
 
-
-async def reap_leftovers(store: Store, home: Home) -> None:
-    """Stop processes that a crashed operator started (checked by command line, so a reused pid is safe)."""
-    victims = []
-    gateway_mark = str(home.run_dir / "gateway.json")  # the gateway's --port-file names this home
-    for proc_id, kind, _api, pid in store.processes():
-        cmd = _cmdline(pid)
-        ours = proc_id in cmd if kind == "replica" else gateway_mark in cmd
-        if pid_alive(pid) and "thrifty.dataplane" in cmd and ours:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
-            victims.append(pid)
-            log.warning("stopping %s %s (pid %d) left by a previous operator", kind, proc_id, pid)
-        store.delete_process(proc_id)
-    deadline = time.monotonic() + 10
-    while victims and time.monotonic() < deadline:
-        victims = [p for p in victims if pid_alive(p)]
-        await asyncio.sleep(0.05)
-    for pid in victims:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+    Adopted: the recorded gateway and replicas whose identity (pid + start time + token) still matches.
+    The gateway keeps its port, routes and admin token (so the token file is kept too). Stopped: recorded
+    processes that fail the check are only dropped from the store; unrecorded gateway/replica processes
+    of this home are stopped. Then the run folders of gone replicas are removed.
+    """
+    found = survey(store.processes())
+    token = home.read_token() if found.gateway is not None else None
+    adopted_gateway = None
+    if found.gateway is not None and found.gateway.identity is not None and token is not None:
+        try:
+            gateway.adopt(found.gateway.identity)
+            await gateway.stats()  # the admin listener answers with our token: really ours, really alive
+            adopted_gateway = found.gateway.identity
+            log.info("adopted the running gateway (pid %d) on port %d", adopted_gateway.pid, gateway.port)
+        except (OSError, ValueError, KeyError, httpx.HTTPError) as exc:
+            log.warning("could not adopt the gateway (pid %d): %s; starting a new one", found.gateway.identity.pid, exc)
+            await gateway.stop(5.0)
+    for record in found.gone:
+        store.delete_process(record.id)
+    keep = set()
+    for record in found.replicas:
+        if record.identity is not None and record.api is not None and record.revision is not None:  # survey's promise
+            engine.adopt(record.id, record.api, record.revision, record.identity, record.started_s)
+            keep.add(record.identity.pid)
+            log.info("adopted replica %s (pid %d)", record.id, record.identity.pid)
+    if adopted_gateway is not None:
+        keep.add(adopted_gateway.pid)
+    else:
+        store.delete_process("gateway")
+    leftovers = stragglers(home, keep)
+    for ident in leftovers:
+        log.warning("stopping pid %d: %s, left by a previous operator", ident.pid, cmdline(ident.pid)[:120])
+    await asyncio.to_thread(stop_processes, leftovers, 10.0)
+    engine.remove_stale_files()
+    if adopted_gateway is not None and token is not None:
+        return token
+    token = home.new_token()  # before the gateway starts: it reads the token file once
+    check_port_free(port)  # a clear message rather than the gateway's bind error
+    await gateway.start()
+    return token
 
 
 def _write_operator_file(home: Home, admin_port: int, gateway: GatewayLink) -> None:
@@ -91,32 +110,26 @@ class _AdminApp:
         return Response(out.status, out.body, out.content_type.encode())
 
 
-def _lock_home(home: Home) -> int:
-    """One operator per home: an exclusive lock held for the operator's whole life (released at exit)."""
-    fd = os.open(home.root / "operator.lock", os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise PlatformAlreadyRunningError(f"another operator is running for {home.root}") from None
-    return fd
-
-
 async def serve(home: Home, host: str, port: int) -> None:
+    os.umask(0o077)  # what the platform writes (state, logs, projects, replicas' files) is the owner's only
     home.ensure()
-    lock_fd = _lock_home(home)
+    ensure_secret(home.secret_path)  # kept across restarts: an adopted gateway and replicas still hold it
+    lock_fd = home.lock()  # one operator per home, held for the operator's whole life (released at exit)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):  # from the start: a Ctrl-C during start-up still cleans up
         loop.add_signal_handler(sig, stop.set)
-    token = home.new_token()
     store = Store(home.db_path)
-    await reap_leftovers(store, home)
     engine = LocalEngine(home.root)
     gateway = GatewayLink(
-        run_dir=home.run_dir, log_path=home.logs_dir / "gateway.log", token_path=home.token_path, host=host, port=port
-    )
-    await gateway.start()
+        run_dir=home.run_dir, log_path=home.logs_dir / "gateway.log", token_path=home.token_path, host=host, port=port,
+        secret_path=home.secret_path,
+    )  # fmt: skip
+    try:
+        token = await recover(store, home, engine, gateway, port)
+    except BaseException:
+        os.close(lock_fd)
+        raise
     operator = Operator(home, store, engine, gateway)
     operator.record_gateway()
     admin = AdminApi(operator, token, on_shutdown=stop.set)

@@ -19,9 +19,11 @@ from typing import Any
 
 import httpx
 
-from thrifty.config.loader import CONFIG_NAMES, parse_text
+from thrifty.config.limits import Limits, check_api_total
+from thrifty.config.loader import CONFIG_NAMES, parse_file
 from thrifty.control.api_state import (
     ApiRuntime,
+    adopt_runtime,
     api_summary,
     redacted,
     replica_rows,
@@ -31,7 +33,7 @@ from thrifty.control.api_state import (
 from thrifty.control.gateway_link import Gateway
 from thrifty.control.home import Home
 from thrifty.control.scaling import Autoscaler
-from thrifty.control.store import Store
+from thrifty.control.store import ProcessRecord, Store
 from thrifty.control.traffic import TrafficHistory
 from thrifty.engines.base import Engine, ReplicaLaunch, ReplicaObservation
 from thrifty.errors import ConfigError, NotFoundError
@@ -86,6 +88,9 @@ class Operator:
 
     # lifecycle ---------------------------------------------------------------------------------------
     async def start(self) -> None:
+        """Restore the deployed APIs; replicas the engine adopted after a crash count as already running."""
+        adopted = [o for o in self.engine.observe() if o.state != "exited"]
+        self._recorded = {r.id for r in self.store.processes() if r.kind == "replica"}
         for stored in self.store.list_apis():
             spec = stored.spec
             try:
@@ -93,10 +98,12 @@ class Operator:
             except ConfigError as exc:
                 self.store.add_event(spec.name, "error", exc.message, self.clock())
                 self._api_keys[spec.name] = []
-            self.apis[spec.name] = ApiRuntime(
-                spec, stored.created_s, stored.updated_s, spec.config.autoscaling.initial_replicas
-            )
-            self.store.add_event(spec.name, "restored", "restored after an operator restart", self.clock())
+            rt = ApiRuntime(spec, stored.created_s, stored.updated_s, spec.config.autoscaling.initial_replicas)
+            running = adopt_runtime(rt, [o for o in adopted if o.api == spec.name])
+            self.apis[spec.name] = rt
+            adoption = f" ({running} running replicas adopted)" if running else ""
+            message = "restored after an operator restart" + adoption
+            self.store.add_event(spec.name, "restored", message, self.clock())
         self._tasks = [
             asyncio.create_task(self._reconcile_loop(), name="reconcile"),
             asyncio.create_task(self._metrics_loop(), name="metrics"),
@@ -131,7 +138,9 @@ class Operator:
         if config_file is None:
             raise ConfigError(f"the project has no {' or '.join(names)}")
         source = config_name or config_file.name
-        config = parse_text(config_file.read_text(encoding="utf-8"), source)
+        limits = Limits.from_env()  # the operator's own bounds: it never trusts the CLI's checks
+        config = parse_file(config_file, source, limits)
+        check_api_total(set(self.apis), [api.name for api in config.apis], limits, source)
         for api in config.apis:
             if not (project_dir / api.predictor.path).is_file():
                 raise ConfigError(
@@ -266,7 +275,7 @@ class Operator:
         stops.extend(o.replica_id for o in observed if o.api not in self.apis and o.state != "stopping")
 
         self.observed = observed
-        self._record_processes(observed)
+        self._forget_processes(observed)
         if now - self._projects_cleaned_s > PROJECT_GC_INTERVAL_S:
             self._clean_projects(observed, now)
         if not await self._push_routes(observed, set(stops), now):
@@ -277,7 +286,12 @@ class Operator:
             current = self.apis.get(launch.api)
             if current is None or current.revision != launch.revision:
                 continue  # deleted or redeployed while this tick was waiting on the gateway
-            await self.engine.start_replica(launch)
+            identity = await self.engine.start_replica(launch)
+            if identity is not None:  # recorded at once: an operator crash from here on leaves it adoptable
+                self.store.put_process(
+                    ProcessRecord(launch.replica_id, "replica", launch.api, launch.revision, identity, self.clock())
+                )
+                self._recorded.add(launch.replica_id)
             self.store.add_event(launch.api, "replica", f"starting {launch.replica_id}", self.clock())
 
     def _clean_projects(self, observed: list[ReplicaObservation], now: float) -> None:
@@ -317,17 +331,14 @@ class Operator:
         self._routes = None
 
     def record_gateway(self) -> None:
-        """Keep the gateway's pid in the store, so a later operator can clean up after a crash."""
-        if self.gateway.pid is not None:
-            self.store.put_process("gateway", "gateway", None, self.gateway.pid, self.clock())
+        """Keep the gateway's identity in the store, so a later operator can adopt it after a crash."""
+        identity = self.gateway.identity
+        if identity is not None:
+            self.store.put_process(ProcessRecord("gateway", "gateway", None, None, identity, self.clock()))
 
-    def _record_processes(self, observed: list[ReplicaObservation]) -> None:
-        """Keep the pids of running replicas in the store, so a later operator can clean up after a crash."""
+    def _forget_processes(self, observed: list[ReplicaObservation]) -> None:
+        """Drop the store records of replicas that are gone (each was recorded when it started)."""
         seen = {o.replica_id for o in observed}
-        for o in observed:
-            if o.replica_id not in self._recorded and o.pid is not None:
-                self.store.put_process(o.replica_id, "replica", o.api, o.pid, self.clock())
-                self._recorded.add(o.replica_id)
         for rid in self._recorded - seen:
             self.store.delete_process(rid)
         self._recorded &= seen

@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 
+from thrifty.engines.identity import ProcessIdentity
 from thrifty.spec import ApiSpec
 
 _SCHEMA = """
@@ -47,6 +48,20 @@ CREATE TABLE IF NOT EXISTS processes (
     started_s REAL NOT NULL
 );
 """
+# Columns added since the first schema; an older state.db gets them (empty) on open.
+_PROCESS_COLUMNS = {"revision": "TEXT", "start_ticks": "INTEGER", "token": "TEXT"}
+
+
+@dataclass(frozen=True)
+class ProcessRecord:
+    """A process the operator started: enough to adopt it (or stop it) after the operator crashed."""
+
+    id: str  # the replica id, or "gateway"
+    kind: str  # "replica" | "gateway"
+    api: str | None
+    revision: str | None
+    identity: ProcessIdentity | None  # None: recorded by an older version, never adopted
+    started_s: float
 
 
 @dataclass(frozen=True)
@@ -85,6 +100,10 @@ class Store:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        have = {row[1] for row in self._db.execute("PRAGMA table_info(processes)")}
+        for column, kind in _PROCESS_COLUMNS.items():
+            if column not in have:
+                self._db.execute(f"ALTER TABLE processes ADD COLUMN {column} {kind}")
         self._inserts = 0
 
     def close(self) -> None:
@@ -152,16 +171,39 @@ class Store:
             for i, t, a, k, m, d in reversed(rows)
         ]
 
-    # processes the operator started (for clean-up or adoption after a crash) --------------------------
-    def put_process(self, proc_id: str, kind: str, api: str | None, pid: int, now_s: float) -> None:
+    # processes the operator started (for adoption or clean-up after a crash) ----------------------------
+    def put_process(self, record: ProcessRecord) -> None:
+        ident = record.identity
         self._db.execute(
-            "INSERT OR REPLACE INTO processes (id, kind, api, pid, started_s) VALUES (?, ?, ?, ?, ?)",
-            (proc_id, kind, api, pid, now_s),
+            "INSERT OR REPLACE INTO processes (id, kind, api, pid, started_s, revision, start_ticks, token) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                record.id,
+                record.kind,
+                record.api,
+                ident.pid if ident is not None else 0,
+                record.started_s,
+                record.revision,
+                ident.start_ticks if ident is not None else None,
+                ident.token if ident is not None else None,
+            ),
         )
 
     def delete_process(self, proc_id: str) -> None:
         self._db.execute("DELETE FROM processes WHERE id = ?", (proc_id,))
 
-    def processes(self) -> list[tuple[str, str, str | None, int]]:
-        rows = self._db.execute("SELECT id, kind, api, pid FROM processes").fetchall()
-        return [(str(i), str(k), a, int(p)) for i, k, a, p in rows]
+    def processes(self) -> list[ProcessRecord]:
+        rows = self._db.execute(
+            "SELECT id, kind, api, revision, pid, start_ticks, token, started_s FROM processes ORDER BY id"
+        ).fetchall()
+        return [
+            ProcessRecord(
+                str(i),
+                str(k),
+                a,
+                r,
+                ProcessIdentity(int(p), int(t), str(tok)) if t is not None and tok else None,
+                float(s),
+            )
+            for i, k, a, r, p, t, tok, s in rows
+        ]

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from thrifty.engines.identity import ProcessIdentity
+
 ObservedState = Literal["starting", "ready", "stopping", "exited"]
 
 
@@ -47,7 +49,8 @@ class ReplicaObservation:
 
 
 class Engine(Protocol):
-    async def start_replica(self, launch: ReplicaLaunch) -> None: ...
+    async def start_replica(self, launch: ReplicaLaunch) -> ProcessIdentity | None:
+        """Start it; returns the process's identity (for the store), or None where there is no local process."""
 
     async def stop_replica(self, replica_id: str, grace_s: float) -> None:
         """Ask the replica to drain and exit; kill it after ``grace_s``."""

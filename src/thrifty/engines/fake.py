@@ -7,6 +7,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from thrifty.engines.base import ReplicaLaunch, ReplicaObservation
+from thrifty.engines.identity import ProcessIdentity
 
 
 @dataclass
@@ -30,13 +31,14 @@ class FakeEngine:
         self.stopped: list[str] = []
         self.fail_next_start: dict[str, Any] | None = None
 
-    async def start_replica(self, launch: ReplicaLaunch) -> None:
+    async def start_replica(self, launch: ReplicaLaunch) -> ProcessIdentity | None:
         self._next_port += 1
         rep = _FakeReplica(launch, self._clock(), self._next_port)
         if self.fail_next_start is not None:
             rep.exit_code, rep.error = 3, self.fail_next_start
         self._replicas[launch.replica_id] = rep
         self.started.append(launch)
+        return None
 
     async def stop_replica(self, replica_id: str, grace_s: float) -> None:
         rep = self._replicas.get(replica_id)

@@ -1,9 +1,14 @@
-"""The local engine: each replica is a subprocess on this machine, bound to a loopback port."""
+"""The local engine: each replica is a subprocess on this machine, bound to a loopback port.
+
+A replica's files live in ``run/replicas/<id>/`` (spec, port, status) and are removed when it ends. After
+an operator crash the next operator ``adopt``s the replicas still running: they are not its children, so
+they are observed by identity (pid + start time) and their port/status files, and stopped by signal.
+``remove_stale_files`` then removes the run folders and model caches of replicas that are gone.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import shutil
 import time
 from dataclasses import dataclass, replace
@@ -12,7 +17,9 @@ from typing import Any
 
 import orjson
 
+from thrifty.dataplane.platform_secret import ensured_secret_file
 from thrifty.engines.base import ReplicaLaunch, ReplicaObservation
+from thrifty.engines.identity import AdoptedProcess, ProcessIdentity
 from thrifty.engines.process import ChildProcess, child_env, python_module_args
 
 REPLICA_MODULE = "thrifty.dataplane.replica_main"
@@ -37,7 +44,7 @@ def _read_port(path: Path) -> int | None:
 @dataclass
 class _Replica:
     launch: ReplicaLaunch
-    proc: ChildProcess
+    proc: ChildProcess | AdoptedProcess
     run_dir: Path
     started_s: float
     port: int | None = None
@@ -55,8 +62,12 @@ class LocalEngine:
     def log_path(self, api: str, replica_id: str) -> Path:
         return self._home / "logs" / api / f"{replica_id}.log"
 
-    async def start_replica(self, launch: ReplicaLaunch) -> None:
-        run_dir = self._home / "run" / "replicas" / launch.replica_id
+    @property
+    def replicas_dir(self) -> Path:
+        return self._home / "run" / "replicas"
+
+    async def start_replica(self, launch: ReplicaLaunch) -> ProcessIdentity | None:
+        run_dir = self.replicas_dir / launch.replica_id
         run_dir.mkdir(parents=True, exist_ok=True)
         spec_file = run_dir / "spec.json"
         spec_file.write_bytes(orjson.dumps(launch.config))
@@ -73,12 +84,35 @@ class LocalEngine:
             "--status-file", str(run_dir / "status.json"),
             "--grace-s", str(self._replica_grace_s(launch)),
             "--cache-dir", str(self._home / "cache" / launch.api / launch.replica_id),  # multi-model APIs
+            "--secret-file", str(ensured_secret_file(self._home)),  # the replica answers the gateway only
         )  # fmt: skip
         env = child_env({**launch.env, "THRIFTY_API": launch.api, "THRIFTY_REPLICA_ID": launch.replica_id})
         proc = ChildProcess(
             args, log_path=self.log_path(launch.api, launch.replica_id), env=env, cwd=launch.project_dir
         )
         self._replicas[launch.replica_id] = _Replica(launch, proc, run_dir, time.time())
+        return proc.identity
+
+    def adopt(self, replica_id: str, api: str, revision: str, identity: ProcessIdentity, started_s: float) -> None:
+        """Take over a replica a previous operator started (the caller checked ``identity.matches()``)."""
+        launch = ReplicaLaunch(replica_id=replica_id, api=api, revision=revision, config={}, project_dir="")
+        proc = AdoptedProcess(identity, log_path=self.log_path(api, replica_id))
+        self._replicas[replica_id] = _Replica(launch, proc, self.replicas_dir / replica_id, started_s)
+
+    def remove_stale_files(self) -> list[str]:
+        """Remove the run folders and model caches of replicas this engine does not know (they are gone)."""
+        removed = []
+        if self.replicas_dir.is_dir():
+            for folder in self.replicas_dir.iterdir():
+                if folder.name not in self._replicas:
+                    shutil.rmtree(folder, ignore_errors=True)
+                    removed.append(folder.name)
+        cache = self._home / "cache"
+        if cache.is_dir():
+            for folder in cache.glob("*/*"):
+                if folder.is_dir() and folder.name not in self._replicas:
+                    shutil.rmtree(folder, ignore_errors=True)
+        return removed
 
     def _replica_grace_s(self, launch: ReplicaLaunch) -> float:
         """The replica's own drain: long enough for its longest allowed request."""
@@ -134,10 +168,7 @@ class LocalEngine:
         rep = self._replicas.pop(replica_id, None)
         if rep is None:
             return
-        for name in ("port", "status.json", "spec.json"):
-            (rep.run_dir / name).unlink(missing_ok=True)
-        with contextlib.suppress(OSError):
-            rep.run_dir.rmdir()
+        shutil.rmtree(rep.run_dir, ignore_errors=True)
         # A replica's model cache dies with it (a new replica starts its own); its log is kept for
         # `thrifty logs`, the newest few per API.
         shutil.rmtree(self._home / "cache" / rep.launch.api / replica_id, ignore_errors=True)
