@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from thrifty.config.limits import Limits
 from thrifty.errors import ConfigError
 from thrifty.project_archive import combine_digests, hash_files, pack, project_files, unpack
 
@@ -46,13 +47,10 @@ def test_round_trip_is_content_addressed(tmp_path: Path) -> None:
     assert unpack(pack(root), tmp_path / "projects")[0] != folder
 
 
-def test_rejects_decompression_bomb(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import thrifty.project_archive as archive
-
+def test_rejects_decompression_bomb(tmp_path: Path) -> None:
     packed = pack(make_project(tmp_path / "p"))
-    monkeypatch.setattr(archive, "MAX_PROJECT_BYTES", 10)
     with pytest.raises(ConfigError, match="expands to more than"):
-        unpack(packed, tmp_path / "projects")
+        unpack(packed, tmp_path / "projects", Limits(project_bytes=10))
     assert list((tmp_path / "projects").iterdir()) == []
 
 

@@ -1,4 +1,8 @@
-"""Load and validate thrifty.yaml. Errors name the file, the YAML path, the line, the value and what is allowed."""
+"""Load and validate thrifty.yaml. Errors name the file, the YAML path, the line, the value and what is allowed.
+
+Every entry point reads through :mod:`thrifty.config.bounded_yaml`, so a config's size, node count and depth
+(aliases expanded) are checked before any Python object is built from it.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +12,12 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from thrifty.config.bounded_yaml import format_path, load_bounded
+from thrifty.config.limits import ENV_VARS, Limits
 from thrifty.config.schema import ProjectConfig
 from thrifty.errors import ConfigError
+
+__all__ = ["CONFIG_NAMES", "find_config", "format_path", "load_config", "parse_file", "parse_text", "validate_data"]
 
 CONFIG_NAMES = ("thrifty.yaml", "thrifty.yml")
 
@@ -40,13 +48,6 @@ def _line_map(node: yaml.Node, path: tuple[str | int, ...], out: dict[tuple[str 
             _line_map(item, (*path, i), out)
 
 
-def format_path(loc: tuple[str | int, ...]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "(top level)"
-
-
 def _clean_loc(loc: tuple[str | int, ...]) -> tuple[str | int, ...]:
     # pydantic adds the union branch / tagged type names into loc for some errors; keep only YAML keys.
     return tuple(p for p in loc if isinstance(p, int) or not p.startswith(("function-", "int", "str", "float")))
@@ -71,7 +72,12 @@ def _message(err: Any) -> str:
     return msg.removeprefix("Value error, ")
 
 
-def validate_data(data: Any, source: str, lines: dict[tuple[str | int, ...], int] | None = None) -> ProjectConfig:
+def validate_data(
+    data: Any,
+    source: str,
+    lines: dict[tuple[str | int, ...], int] | None = None,
+    limits: Limits | None = None,
+) -> ProjectConfig:
     """Validate parsed YAML (or JSON) data. ``source`` names the file in error messages."""
     if not isinstance(data, dict):
         raise ConfigError(
@@ -79,7 +85,7 @@ def validate_data(data: Any, source: str, lines: dict[tuple[str | int, ...], int
             details={"file": source, "problems": []},
         )
     try:
-        return ProjectConfig.model_validate(data)
+        return ProjectConfig.model_validate(data, context={"limits": limits or Limits.from_env()})
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
@@ -104,28 +110,38 @@ def validate_data(data: Any, source: str, lines: dict[tuple[str | int, ...], int
         ) from None
 
 
-def parse_text(text: str, source: str) -> ProjectConfig:
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f":{mark.line + 1}" if mark is not None else ""
-        raise ConfigError(
-            f"{source}{where}: not valid YAML: {getattr(exc, 'problem', None) or exc}",
-            details={"file": source},
-        ) from None
+def parse_text(text: str, source: str, limits: Limits | None = None) -> ProjectConfig:
+    """Validate a config's text; ``limits`` default to the THRIFTY_MAX_* environment."""
+    limits = limits or Limits.from_env()
+    data, node = load_bounded(text, source, limits)
     lines: dict[tuple[str | int, ...], int] = {}
     if node is not None:
         _line_map(node, (), lines)
-    return validate_data(data, source, lines)
+    return validate_data(data, source, lines, limits)
 
 
-def load_config(path: str | Path) -> tuple[Path, ProjectConfig]:
+def parse_file(file: Path, source: str | None = None, limits: Limits | None = None) -> ProjectConfig:
+    """Read and validate a config file; its size is checked before it is read."""
+    limits = limits or Limits.from_env()
+    source = source or str(file)
+    try:
+        size = file.stat().st_size
+        if size > limits.config_bytes:
+            raise ConfigError(
+                f"{source}: the file has {size} bytes; the limit is {limits.config_bytes} "
+                f"({limits.setting('config_bytes')}). A predictor with more data should read it from a file "
+                "in the project or a model source.",
+                details={"file": source, "value": size, "limit": limits.config_bytes,
+                         "setting": ENV_VARS["config_bytes"]},
+            )  # fmt: skip
+        with open(file, encoding="utf-8") as fh:
+            text = fh.read(limits.config_bytes + 1)  # the file may grow between stat and read
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{source}: cannot read: {exc}", details={"file": source}) from None
+    return parse_text(text, source, limits)
+
+
+def load_config(path: str | Path, limits: Limits | None = None) -> tuple[Path, ProjectConfig]:
     """Find, read and validate a project's config. Returns (config file, config)."""
     file = find_config(path)
-    try:
-        text = file.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{file}: cannot read: {exc}", details={"file": str(file)}) from None
-    return file, parse_text(text, str(file))
+    return file, parse_file(file, str(file), limits)

@@ -9,12 +9,21 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from thrifty.config.limits import Limits
 from thrifty.config.units import CountOrPercent, Cpu, Duration, Size
 
 API_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
 RESERVED_API_NAMES = frozenset({"healthz", "readyz", "metrics", "_thrifty", "favicon.ico"})
+
+
+def _limits(info: ValidationInfo) -> Limits | None:
+    """The limits a deploy is checked against (passed as validation context by the loader). None when a
+    config already accepted once is read back (from state.db): it is not checked again."""
+    context = info.context
+    return context.get("limits") if isinstance(context, dict) else None
 
 
 class Strict(BaseModel):
@@ -36,6 +45,20 @@ class PredictorConfig(Strict):
         default_factory=dict, description="Passed as is to the predictor's __init__(config)."
     )
     env: dict[str, str] = Field(default_factory=dict, description="Environment variables set in each replica process.")
+
+    @field_validator("config")
+    @classmethod
+    def _bounded(cls, v: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        limits = _limits(info)
+        if limits is not None:
+            size = len(orjson.dumps(v, default=str))
+            if size > limits.predictor_config_bytes:
+                raise ValueError(
+                    f"takes {size} bytes as JSON; at most {limits.predictor_config_bytes} are allowed "
+                    f"({limits.setting('predictor_config_bytes')}). Put larger data in a file in the project "
+                    "folder or in a model source, and name it here."
+                )
+        return v
 
     @field_validator("path")
     @classmethod
@@ -165,6 +188,17 @@ class ModelsConfig(Strict):
     poll_interval: Duration = Field(30.0, gt=0, description="How often the source is checked for new versions.")
     preload: list[str] = Field(default_factory=list, description="Models loaded when a replica starts.")
 
+    @field_validator("preload")
+    @classmethod
+    def _few_preloads(cls, v: list[str], info: ValidationInfo) -> list[str]:
+        limits = _limits(info)
+        if limits is not None and len(v) > limits.preload_models:
+            raise ValueError(
+                f"lists {len(v)} models; at most {limits.preload_models} are allowed "
+                f"({limits.setting('preload_models')})"
+            )
+        return v
+
     @model_validator(mode="after")
     def _cache_bounds(self) -> ModelsConfig:
         if self.cache_size is None and self.cache_bytes is None:
@@ -265,6 +299,17 @@ class ClusterConfig(Strict):
 class ProjectConfig(Strict):
     apis: list[ApiConfig] = Field(..., min_length=1, description="The APIs of this project.")
     cluster: ClusterConfig = Field(default_factory=ClusterConfig, description="Cluster settings.")
+
+    @field_validator("apis", mode="before")
+    @classmethod
+    def _few_apis(cls, v: Any, info: ValidationInfo) -> Any:
+        limits = _limits(info)
+        if limits is not None and isinstance(v, list) and len(v) > limits.apis_per_project:
+            raise ValueError(
+                f"lists {len(v)} APIs; at most {limits.apis_per_project} are allowed in one project "
+                f"({limits.setting('apis_per_project')})"
+            )
+        return v
 
     @field_validator("apis")
     @classmethod
