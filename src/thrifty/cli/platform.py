@@ -30,7 +30,10 @@ def home_of(ctx: click.Context) -> Home:
 @PORT
 @click.pass_context
 def up(ctx: click.Context, host: str, port: int) -> None:
-    """Start the local platform (operator + gateway) in the background."""
+    """Start the local platform (operator + gateway) in the background.
+
+    After an operator crash, the gateway and replicas still running are adopted (they keep serving).
+    """
     home = home_of(ctx)
     launcher.start(home, host=host, port=port, detach=True)
     with Client(home.root) as client:
@@ -40,7 +43,10 @@ def up(ctx: click.Context, host: str, port: int) -> None:
 @click.command()
 @click.pass_context
 def down(ctx: click.Context) -> None:
-    """Stop the local platform: replicas finish their in-flight requests, then everything exits."""
+    """Stop the local platform: replicas finish their in-flight requests, then everything exits.
+
+    Works without a live operator too: what a crashed operator left running is found and stopped.
+    """
     home = home_of(ctx)
     if launcher.stop(home):
         click.echo("thrifty is down")

@@ -1,4 +1,8 @@
-"""Start and stop the local platform (the operator process, which starts the gateway and replicas)."""
+"""Start and stop the local platform (the operator process, which starts the gateway and replicas).
+
+``stop`` works whether or not the operator is alive: a live operator drains and stops what it runs; then
+anything a crashed operator left running (recorded in the store, or found by command line) is stopped too.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ import time
 
 from thrifty.client import Client, read_operator_file
 from thrifty.control.home import Home
+from thrifty.control.recovery import sweep
 from thrifty.errors import PlatformAlreadyRunningError, PlatformNotRunningError, ThriftyError
 
 OPERATOR_MODULE = "thrifty.control.main"
@@ -48,6 +53,7 @@ def start(home: Home, *, host: str, port: int, detach: bool, timeout_s: float = 
     if pid is not None:
         raise PlatformAlreadyRunningError(f"a thrifty platform is already running for {home.root} (pid {pid})")
     home.operator_file.unlink(missing_ok=True)
+    log_offset = home.operator_log.stat().st_size if home.operator_log.exists() else 0
     log = open(home.operator_log, "ab")  # noqa: SIM115 - handed to the child
     try:
         proc = subprocess.Popen(
@@ -63,7 +69,9 @@ def start(home: Home, *, host: str, port: int, detach: bool, timeout_s: float = 
     while True:
         code = proc.poll()
         if code is not None:
-            raise ThriftyError(f"the operator exited with code {code} while starting; see {home.operator_log}")
+            reason = _last_error(home, log_offset) if detach else None
+            why = f": {reason}" if reason else ""
+            raise ThriftyError(f"the operator exited with code {code} while starting{why}; see {home.operator_log}")
         if read_operator_file(home) is not None:
             try:
                 with Client(home.root, timeout_s=2.0) as client:
@@ -77,12 +85,34 @@ def start(home: Home, *, host: str, port: int, detach: bool, timeout_s: float = 
         time.sleep(0.1)
 
 
-def stop(home: Home, *, timeout_s: float = 180.0) -> bool:
-    """Ask the operator to drain and stop; returns False when nothing was running."""
+def _last_error(home: Home, offset: int) -> str | None:
+    """The last ERROR line the operator logged since ``offset`` (why it could not start), without its prefix."""
+    try:
+        with open(home.operator_log, "rb") as fh:
+            fh.seek(offset)
+            lines = fh.read().decode(errors="replace").splitlines()
+    except OSError:
+        return None
+    errors = [line for line in lines if " ERROR " in line]
+    return errors[-1].split(": ", 1)[-1] if errors else None
+
+
+def stop(home: Home, *, timeout_s: float = 180.0) -> int:
+    """Stop the platform; returns how many processes were running (0: nothing was).
+
+    A live operator is asked to drain and stop. Then whatever is left (everything, when the operator had
+    crashed) is stopped by ``recovery.sweep``: SIGTERM, a drain, SIGKILL.
+    """
     pid = running_pid(home)
-    if pid is None:
-        home.operator_file.unlink(missing_ok=True)
-        return False
+    stopped = 0
+    if pid is not None:
+        _stop_operator(home, pid, timeout_s)
+        stopped = 1
+    home.operator_file.unlink(missing_ok=True)
+    return stopped + sweep(home)
+
+
+def _stop_operator(home: Home, pid: int, timeout_s: float) -> None:
     try:
         with Client(home.root, timeout_s=5.0) as client:
             client.shutdown()
@@ -94,4 +124,3 @@ def stop(home: Home, *, timeout_s: float = 180.0) -> bool:
             os.kill(pid, signal.SIGKILL)
             break
         time.sleep(0.1)
-    return True
