@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import orjson
 
+from thrifty.config.limits import Limits
 from thrifty.config.loader import load_config
 from thrifty.config.schema import ProjectConfig
 from thrifty.control.home import Home, default_home
@@ -128,15 +129,19 @@ class Client:
         timeout_s: float = 300.0,
         on_progress: Callable[[list[dict[str, Any]]], None] | None = None,
     ) -> dict[str, Any]:
-        """Validate locally, upload the project folder, and (with ``wait``) block until its APIs are live."""
-        config_file, config = load_config(path)
+        """Validate locally, upload the project folder, and (with ``wait``) block until its APIs are live.
+
+        The config and the folder are checked against the THRIFTY_MAX_* limits before anything is sent.
+        """
+        limits = Limits.from_env()
+        config_file, config = load_config(path, limits)
         root = config_file.parent
         for i, api in enumerate(config.apis):
             if not (root / api.predictor.path).is_file():
                 raise ConfigError(
                     f"{config_file}: apis[{i}].predictor.path = {api.predictor.path!r}: no such file in {root}"
                 )
-        result = dict(self._call("POST", "/v1/deploy", params={"config": config_file.name}, content=pack(root)))
+        result = dict(self._call("POST", "/v1/deploy", params={"config": config_file.name}, content=pack(root, limits)))
         if wait:
             revisions = {a["name"]: a["revision"] for a in result["apis"]}
             result["apis"] = self.wait(

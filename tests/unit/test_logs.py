@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from thrifty.control.logs import read_logs
 
 
@@ -35,3 +37,12 @@ def test_tail_zero_and_missing_dir(tmp_path: Path) -> None:
     (tmp_path / "a.log").write_text("a1\na2\n")
     assert read_logs(tmp_path, None, 0)["lines"] == []
     assert read_logs(tmp_path / "nope", None, 10) == {"lines": [], "cursor": {}}
+
+
+def test_a_huge_tail_reads_at_most_one_chunk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import thrifty.control.logs as logs
+
+    monkeypatch.setattr(logs, "MAX_CHUNK_BYTES", 100)
+    (tmp_path / "a.log").write_text("".join(f"line {i:03d}\n" for i in range(100)))  # 9 bytes a line
+    lines = [e["line"] for e in read_logs(tmp_path, None, 10**9)["lines"]]
+    assert lines == [f"line {i:03d}" for i in range(89, 100)]  # whole lines only, within the last 100 bytes

@@ -15,22 +15,26 @@ MAX_FILES = 20
 
 
 def _tail_offset(path: Path, lines: int) -> int:
+    """Where the last ``lines`` lines start; never more than MAX_CHUNK_BYTES before the end (a huge
+    ``--tail`` or a log of one endless line must not make the operator read a whole file)."""
     size = path.stat().st_size
     if lines <= 0:
         return size
+    limit = min(size, MAX_CHUNK_BYTES)
     with open(path, "rb") as fh:
-        block = min(size, 64 * 1024)
+        block = min(limit, 64 * 1024)
         while True:
             fh.seek(size - block)
             data = fh.read(block)
-            if data.count(b"\n") > lines or block == size:
+            if data.count(b"\n") > lines or block == limit:
                 break
-            block = min(size, block * 4)
+            block = min(limit, block * 4)
     cut = data
     for _ in range(lines + (1 if data.endswith(b"\n") else 0)):
         idx = cut.rfind(b"\n")
         if idx < 0:
-            return size - block
+            # Fewer lines than asked for in the block: start at its first whole line.
+            return size - block if block == size else size - block + data.find(b"\n") + 1
         cut = cut[:idx]
     return size - block + len(cut) + 1
 
