@@ -32,20 +32,22 @@ from thrifty.policy.admission import RUN_NOW, AdmissionDecision, AdmissionLimits
 from thrifty.policy.batching import BatchingLimits, decide_flush
 
 
-class PredictorFailedError(ThriftyError):
-    """The predictor raised; ``cause`` is its exception (logged with the traceback, never sent)."""
+class PredictorError(ThriftyError):
+    """The predictor failed a request: it raised, or returned something unusable."""
 
     code = "predictor_error"
-    http_status = 500
+
+
+class PredictorFailedError(PredictorError):
+    """The predictor raised; ``cause`` is its exception (logged with the traceback, never sent)."""
 
     def __init__(self, cause: BaseException) -> None:
         super().__init__(f"{type(cause).__name__}: {cause}")
         self.cause = cause
 
 
-class BatchResultError(ThriftyError):
-    code = "predictor_error"
-    http_status = 500
+class BatchResultError(PredictorError):
+    """predict_batch returned something other than one result per payload."""
 
 
 def _timeout(timeout_s: float) -> TimeoutExceededError:

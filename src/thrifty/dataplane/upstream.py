@@ -32,7 +32,6 @@ from thrifty.errors import ThriftyError
 
 class UpstreamError(ThriftyError):
     code: ClassVar[str] = "upstream_failed"
-    http_status: ClassVar[int] = 502
 
 
 class UpstreamConnectError(UpstreamError):
@@ -49,7 +48,6 @@ class UpstreamBadResponseError(UpstreamError):
 
 class UpstreamTimeoutError(UpstreamError):
     code = "upstream_timeout"
-    http_status = 504
 
 
 class UpstreamResponse:

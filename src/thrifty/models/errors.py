@@ -9,8 +9,6 @@ class ModelNameError(ThriftyError):
     """A model name or version in a request is malformed (path separators, '..', other characters)."""
 
     code = "invalid_model_name"
-    http_status = 400
-    exit_code = 2
 
 
 class ModelNotFoundError(NotFoundError):
@@ -23,7 +21,6 @@ class ModelLoadError(ThriftyError):
     """Downloading or loading one model version failed; other models are unaffected."""
 
     code = "model_load_failed"
-    http_status = 500
 
 
 class ModelTooLargeError(ModelLoadError):
