@@ -10,15 +10,14 @@
   on this very request (e.g. ``os._exit``), and retrying a poison request would take down the next replica
   too. The client sees 503 + Retry-After only when no replica can take the request.
 - Per-API limits from the routing table: body size (413 before forwarding), request timeout (+ a margin
-  over the replica's own, so the replica's 504 normally wins) -> 504, API keys (sha256 compared with
-  ``hmac.compare_digest``) -> 401.
+  over the replica's own, so the replica's 504 normally wins) -> 504, API keys (salted sha256,
+  ``api_key_hashes``, compared in constant time) -> 401, also for ``GET /<api>``; ``GET /metrics`` behind
+  ``metrics_key_hashes`` when set. Every request to a replica carries the platform secret (``platform_secret``).
 - Also ``GET /<api>`` (status), ``GET /healthz``, ``GET /metrics`` (Prometheus text).
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import os
 import random
 import time
@@ -26,6 +25,7 @@ from collections.abc import Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from thrifty.dataplane.api_key_hashes import key_matches
 from thrifty.dataplane.cold_start import ColdStartHold
 from thrifty.dataplane.gateway_models import ModelMetricsCollector, choose_for_model, model_request_key, models_json
 from thrifty.dataplane.gateway_routes import (
@@ -38,6 +38,8 @@ from thrifty.dataplane.gateway_routes import (
 )
 from thrifty.dataplane.gateway_stats import GatewayCollector
 from thrifty.dataplane.http_messages import Headers, Request, RequestIds, Response, error_response, json_response
+from thrifty.dataplane.platform_secret import HEADER as SECRET_HEADER
+from thrifty.dataplane.platform_secret import header_line
 from thrifty.dataplane.upstream import (
     UpstreamConnectError,
     UpstreamError,
@@ -74,8 +76,13 @@ class GatewayApp:
         clock: Callable[[], float] = time.monotonic,
         timeout_margin_s: float = 0.5,
         model_routing: bool = True,
+        replica_secret: bytes | None = None,
+        metrics_key_hashes: tuple[str, ...] = (),
     ) -> None:
         self._pool = pool
+        # Sent to replicas on every request (platform_secret); a client's own copy of the header is dropped.
+        self._secret_line = header_line(replica_secret) if replica_secret else b""
+        self._metrics_keys = metrics_key_hashes  # empty: /metrics is open, as Prometheus expects
         self.model_routing = model_routing
         self._rng: RandomSource = rng if rng is not None else random.Random()
         self._clock = clock
@@ -120,6 +127,8 @@ class GatewayApp:
             if method == b"POST":
                 return await self._forward(request, route, b"/" if slash < 0 else path[slash:])
             if method == b"GET" and slash < 0:
+                if route.key_hashes and not self._authorized(request, route):
+                    return _unauthorized(self._request_id(request))  # its description is behind its keys
                 return self._api_status(request, route)
             return error_response(
                 405, "method_not_allowed", "predict with POST", self._request_id(request), [(b"allow", b"POST")]
@@ -127,6 +136,8 @@ class GatewayApp:
         if method == b"GET" and path == b"/healthz":
             return _OK
         if method == b"GET" and path == b"/metrics":
+            if self._metrics_keys and not _bearer_matches(request, self._metrics_keys):
+                return _unauthorized(self._request_id(request))
             return Response(200, generate_latest(self.registry), CONTENT_TYPE_LATEST.encode("ascii"))
         api = name.decode("utf-8", "replace")
         return error_response(404, "api_not_found", f"no API named {api!r} is deployed", self._request_id(request))
@@ -138,7 +149,7 @@ class GatewayApp:
             "replicas_ready": route.replicas_ready,
             "endpoint": f"http://{host}/{route.name}",
         }
-        if route.multi_model and not route.key_hashes:  # an API behind keys does not list its models to anyone
+        if route.multi_model:  # an API behind keys answers this to its key holders only (handle)
             doc["models"] = {name: m["versions"] for name, m in models_json(route).items()}
         return json_response(200, doc)
 
@@ -146,14 +157,7 @@ class GatewayApp:
         return self._request_ids.of(request)
 
     def _authorized(self, request: Request, route: ApiRoute) -> bool:
-        auth = request.headers.get(b"authorization")
-        if auth is None or auth[:7].lower() != b"bearer ":
-            return False
-        digest = hashlib.sha256(auth[7:].strip()).hexdigest()
-        ok = False
-        for accepted in route.key_hashes:  # no early exit: the time taken says nothing about the key
-            ok |= hmac.compare_digest(digest, accepted)
-        return ok
+        return _bearer_matches(request, route.key_hashes)
 
     async def _forward(self, request: Request, route: ApiRoute, fwd_path: bytes) -> Response:
         stats = route.stats
@@ -188,11 +192,17 @@ class GatewayApp:
         connection = request.headers.get(b"connection")
         listed = {t.strip().lower() for t in connection.split(b",")} if connection else ()
         for name, value in request.headers.items():
-            if name in _HOP_BY_HOP or name in listed or (strip_auth and name == b"authorization"):
+            if (
+                name in _HOP_BY_HOP
+                or name in listed
+                or (strip_auth and name == b"authorization")
+                or name == SECRET_HEADER
+            ):
                 continue
             parts += (name, b": ", value, b"\r\n")
         if b"x-request-id" not in request.headers:
             parts += (b"x-request-id: ", rid, b"\r\n")
+        parts.append(self._secret_line)
         parts.append(b"content-length: %d\r\n\r\n" % len(request.body))
         return b"".join(parts)
 
@@ -260,6 +270,17 @@ class GatewayApp:
         return error_response(
             503, "no_replica_available", f"no replica of {route.name!r} can take the request ({why})", rid, _RETRY_AFTER
         )
+
+
+def _bearer_matches(request: Request, key_hashes: tuple[str, ...]) -> bool:
+    auth = request.headers.get(b"authorization")
+    if auth is None or auth[:7].lower() != b"bearer ":
+        return False
+    return key_matches(auth[7:], key_hashes)  # salted hashes, constant time over all of them
+
+
+def _unauthorized(rid: bytes) -> Response:
+    return error_response(401, "unauthorized", "missing or wrong API key", rid, [(b"www-authenticate", b"Bearer")])
 
 
 def _api_name(path: bytes) -> bytes:

@@ -7,7 +7,11 @@ pushes routes). For multi-model APIs it polls the replicas for the models they h
 ``--model-poll-s``) and routes each request to a replica that holds its model; ``--model-routing off`` (or
 ``THRIFTY_MODEL_ROUTING=0`` in the environment, which ``thrifty up`` passes on) routes them like any other
 request, the baseline of ``benchmarks/multimodel``. On SIGTERM/SIGINT: stops accepting, lets in-flight
-requests finish (up to ``--grace-s``), exits 0. Exit code 2: the token file is unreadable or a port cannot be bound.
+requests finish (up to ``--grace-s``), exits 0. Exit code 2: the token or secret file is unreadable or a port
+cannot be bound.
+
+``--secret-file``: the platform secret, sent to replicas with every request (``platform_secret``).
+``THRIFTY_METRICS_KEY`` in the environment: ``GET /metrics`` then requires ``Authorization: Bearer <it>``.
 """
 
 from __future__ import annotations
@@ -20,10 +24,12 @@ import sys
 
 import orjson
 
+from thrifty.dataplane.api_key_hashes import hash_key, new_salt
 from thrifty.dataplane.gateway import GatewayApp
 from thrifty.dataplane.gateway_admin import AdminApp
 from thrifty.dataplane.gateway_models import POLL_INTERVAL_S, ModelPoller
 from thrifty.dataplane.http_server import HttpServer
+from thrifty.dataplane.platform_secret import METRICS_KEY_ENV, SecretFileError, read_secret
 from thrifty.dataplane.process_io import run_main, stop_event_on_signals, write_atomic
 from thrifty.dataplane.upstream import UpstreamPool
 
@@ -40,6 +46,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--admin-port", type=int, default=0)
     p.add_argument("--port-file", required=True, help='receives {"port": N, "admin_port": M} once listening')
     p.add_argument("--token-file", required=True, help="file holding the admin bearer token")
+    p.add_argument("--secret-file", default=None, help="file holding the platform secret replicas require")
     p.add_argument("--grace-s", type=float, default=30.0, help="longest wait for in-flight requests on SIGTERM")
     routing_env = os.environ.get("THRIFTY_MODEL_ROUTING", "1").strip().lower()
     p.add_argument(
@@ -52,11 +59,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-async def serve(args: argparse.Namespace, token: str) -> int:
+async def serve(
+    args: argparse.Namespace, token: str, secret: bytes | None = None, metrics_keys: tuple[str, ...] = ()
+) -> int:
     loop = asyncio.get_running_loop()
     pool = UpstreamPool()
-    gateway = GatewayApp(pool, model_routing=args.model_routing == "on")
-    poller = ModelPoller(pool, lambda: list(gateway.routes.values()), interval_s=args.model_poll_s)
+    gateway = GatewayApp(
+        pool, model_routing=args.model_routing == "on", replica_secret=secret, metrics_key_hashes=metrics_keys
+    )
+    poller = ModelPoller(pool, lambda: list(gateway.routes.values()), interval_s=args.model_poll_s, secret=secret)
     public = HttpServer(gateway, host=args.host, port=args.port)
     admin = HttpServer(AdminApp(gateway, token), host=args.admin_host, port=args.admin_port)
     try:
@@ -92,7 +103,16 @@ def main(argv: list[str] | None = None) -> int:
     if not token:
         print(f"the token file {args.token_file} is empty", file=sys.stderr, flush=True)
         return EXIT_STARTUP_FAILED
-    return run_main(serve(args, token))
+    secret = None
+    if args.secret_file is not None:
+        try:
+            secret = read_secret(args.secret_file)
+        except (OSError, SecretFileError) as exc:
+            print(f"cannot read the platform secret: {exc}", file=sys.stderr, flush=True)
+            return EXIT_STARTUP_FAILED
+    metrics_key = os.environ.pop(METRICS_KEY_ENV, "").strip()
+    metrics_keys = (hash_key(metrics_key, new_salt()),) if metrics_key else ()
+    return run_main(serve(args, token, secret, metrics_keys))
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ import orjson
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric, SummaryMetricFamily
 from prometheus_client.registry import Collector
 
+from thrifty.dataplane.platform_secret import header_line
 from thrifty.dataplane.upstream import UpstreamError, UpstreamPool
 from thrifty.models.errors import ModelNameError
 from thrifty.models.names import parse_model_path
@@ -95,8 +96,10 @@ class ModelPoller:
         *,
         interval_s: float = POLL_INTERVAL_S,
         timeout_s: float = POLL_TIMEOUT_S,
+        secret: bytes | None = None,
     ) -> None:
         self._pool = pool
+        self._secret_line = header_line(secret) if secret else b""  # replicas answer the gateway only
         self._routes = routes
         self.interval_s = interval_s
         self._timeout_s = timeout_s
@@ -144,7 +147,15 @@ class ModelPoller:
             await asyncio.gather(*(self._poll(r) for r in replicas))
 
     async def _poll(self, rep: ReplicaState) -> None:
-        head = b"GET /_thrifty/stats HTTP/1.1\r\nhost: " + rep.authority + b"\r\ncontent-length: 0\r\n\r\n"
+        head = b"".join(
+            (
+                b"GET /_thrifty/stats HTTP/1.1\r\nhost: ",
+                rep.authority,
+                b"\r\n",
+                self._secret_line,
+                b"content-length: 0\r\n\r\n",
+            )
+        )
         try:
             resp = await self._pool.request(rep.host, rep.port, head, self._timeout_s)
         except UpstreamError:

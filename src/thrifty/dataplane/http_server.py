@@ -12,7 +12,8 @@ what the data plane needs and nothing more:
   accepting, closes idle connections, lets in-flight requests finish and closes what is left at the end;
 - idle connections (and requests stuck half-received) are closed after ``keep_alive_timeout_s``.
 
-The application is an object with ``body_limit(request)`` (called once the headers are in) and
+The application is an object with ``body_limit(request)`` (called once the headers are in; it may
+return a response instead, to refuse the request before its body is read) and
 ``async handle(request) -> Response``.
 """
 
@@ -35,8 +36,9 @@ MAX_HEAD_BYTES = 64 * 1024
 
 
 class HttpApp(Protocol):
-    def body_limit(self, request: Request) -> int:
-        """Largest body accepted for this request (its headers are known, its body is not)."""
+    def body_limit(self, request: Request) -> int | Response:
+        """Largest body accepted for this request (its headers are known, its body is not), or a response
+        that refuses the request now (sent, then the connection is closed)."""
         ...
 
     async def handle(self, request: Request) -> Response: ...
@@ -204,6 +206,9 @@ class _Connection(asyncio.Protocol):
         req.keep_alive = self._parser.should_keep_alive()
         self._request = req
         limit = self._app.body_limit(req)
+        if isinstance(limit, Response):  # refused on its headers alone: the body is never read
+            self._reject(limit)
+            raise _StopParsing
         self._limit = limit
         length = self._headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > limit:

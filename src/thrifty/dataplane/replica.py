@@ -5,10 +5,14 @@ Endpoints: ``POST /`` predicts (the gateway strips the ``/<api>`` prefix); for a
 ``GET /healthz`` (alive), ``GET /readyz`` (predictor constructed), ``GET /_thrifty/stats`` (the figures the
 operator, the gateway and tests read), ``GET /_thrifty/models`` (the model cache, multi-model APIs).
 
-Errors are JSON ``{"error", "message", "request_id"}``: 400 malformed payload, 404 unknown path, 413 body
-over ``max_payload`` (the HTTP core), 500 predictor failure (the traceback goes to the log, tagged with the
-request id, never to the client), 503 queue full or draining (``Retry-After``; draining adds
-``X-Thrifty-Draining: 1`` so that the gateway retries elsewhere), 504 over ``request_timeout``.
+With a platform secret (``platform_secret``), every request but ``GET /healthz`` must carry it in
+``X-Thrifty-Secret`` (the gateway adds it): without it, 401 once the headers are in, before the body is read.
+
+Errors are JSON ``{"error", "message", "request_id"}``: 400 malformed payload, 401 no platform secret, 404
+unknown path, 413 body over ``max_payload`` (the HTTP core), 500 predictor failure (the code and the request
+id only: the exception and its traceback go to the log, tagged with the request id, never to the client),
+503 queue full or draining (``Retry-After``; draining adds ``X-Thrifty-Draining: 1`` so that the gateway
+retries elsewhere), 504 over ``request_timeout``.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from typing import TYPE_CHECKING, Any
 from thrifty.config.schema import ApiConfig
 from thrifty.dataplane.http_messages import Headers, Request, RequestIds, Response, error_response, json_response
 from thrifty.dataplane.payloads import PayloadError, decode_payload, encode_result
+from thrifty.dataplane.platform_secret import HEADER as SECRET_HEADER
+from thrifty.dataplane.platform_secret import presented_matches
 from thrifty.dataplane.replica_scheduler import BatchResultError, PredictorFailedError, PredictScheduler
 from thrifty.errors import TimeoutExceededError
 from thrifty.policy.admission import AdmissionDecision, Verdict
@@ -31,11 +37,14 @@ _log = logging.getLogger("thrifty.replica")
 
 _OK = json_response(200, {"status": "ok"})
 _NOT_MULTI_MODEL = "this API is not a multi-model API: POST to the API itself"
+# What a client sees of a predictor failure: the code and the request id; the details are in the log.
+PREDICTOR_FAILED = "the predictor failed; its error is in the replica log under this request id"
 
 
 class ReplicaApp:
-    def __init__(self, api: ApiConfig, replica_id: str) -> None:
+    def __init__(self, api: ApiConfig, replica_id: str, *, secret: bytes | None = None) -> None:
         self.api = api
+        self._secret = secret
         self.replica_id = replica_id
         self._max_payload = int(api.serving.max_payload)
         self._retry_after = [(b"retry-after", b"1")]
@@ -91,12 +100,26 @@ class ReplicaApp:
         return out
 
     # -- HTTP -----------------------------------------------------------------------------------------------
-    def body_limit(self, request: Request) -> int:
+    def body_limit(self, request: Request) -> int | Response:
+        if not self._admitted_caller(request):
+            return self._unauthorized(request)  # refused before its body is read
         return self._max_payload
+
+    def _admitted_caller(self, request: Request) -> bool:
+        if self._secret is None or (request.path == b"/healthz" and request.method == b"GET"):
+            return True
+        return presented_matches(request.headers.get(SECRET_HEADER), self._secret)
+
+    def _unauthorized(self, request: Request) -> Response:
+        return error_response(
+            401, "unauthorized", "replicas take requests from the gateway only", self._request_id(request)
+        )
 
     async def handle(self, request: Request) -> Response:
         path = request.path
         method = request.method
+        if not self._admitted_caller(request):  # body_limit refused it already; kept for any other caller
+            return self._unauthorized(request)
         if path == b"/":
             if method == b"POST":
                 if self.models is not None:
@@ -175,15 +198,15 @@ class ReplicaApp:
                 exc.message,
                 "".join(traceback.format_exception(exc.cause)).rstrip(),
             )
-            return error_response(500, "predictor_error", exc.message, rid)
+            return error_response(500, "predictor_error", PREDICTOR_FAILED, rid)
         except BatchResultError as exc:
             _log.error("request_id=%s %s", rid.decode("latin-1"), exc.message)
-            return error_response(500, "predictor_error", exc.message, rid)
+            return error_response(500, "predictor_error", PREDICTOR_FAILED, rid)
         except TimeoutExceededError as exc:
             return error_response(504, "timeout", exc.message, rid)
         try:
             body, content_type = encode_result(result)
         except TypeError as exc:
             _log.error("request_id=%s %s", rid.decode("latin-1"), exc)
-            return error_response(500, "predictor_error", str(exc), rid)
+            return error_response(500, "predictor_error", PREDICTOR_FAILED, rid)
         return Response(200, body, content_type, [(b"x-request-id", rid)])

@@ -13,7 +13,12 @@ Sequence (what the engine relies on):
 3. on SIGTERM/SIGINT: refuse new predictions (503 + X-Thrifty-Draining), finish queued and executing ones
    (up to ``--grace-s``), close connections, exit 0.
 
-Exit codes: 0 stopped, 2 unusable spec, 3 predictor failed to load.
+Before anything of the project is imported: the platform secret is read from ``--secret-file`` (then every
+request but ``GET /healthz`` must carry it), and the variables named in ``THRIFTY_HIDE_ENV`` (comma-separated:
+those API keys are read from, set by the operator) are removed from the environment, with that list itself,
+so predictor code finds neither in ``os.environ``.
+
+Exit codes: 0 stopped, 2 unusable spec or secret file, 3 predictor failed to load.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from pydantic import ValidationError
 
 from thrifty.config.schema import ApiConfig
 from thrifty.dataplane.http_server import HttpServer
+from thrifty.dataplane.platform_secret import SecretFileError, hide_environment, read_secret
 from thrifty.dataplane.predictor_loading import LoadedPredictor, load_failure_details, load_predictor
 from thrifty.dataplane.process_io import run_main, stop_event_on_signals, write_atomic
 from thrifty.dataplane.replica import ReplicaApp
@@ -59,6 +65,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--status-file", required=True, help="receives {ready, port} or the load error")
     p.add_argument("--grace-s", type=float, default=30.0, help="longest drain on SIGTERM")
     p.add_argument("--cache-dir", default=None, help="model cache folder of this replica (multi-model APIs)")
+    p.add_argument("--secret-file", default=None, help="the platform secret: requests without it get 401")
     return p.parse_args(argv)
 
 
@@ -88,9 +95,9 @@ def _load_in_thread(
     return fut
 
 
-async def serve(args: argparse.Namespace, api: ApiConfig, project_dir: Path) -> int:
+async def serve(args: argparse.Namespace, api: ApiConfig, project_dir: Path, secret: bytes | None = None) -> int:
     loop = asyncio.get_running_loop()
-    app = ReplicaApp(api, args.replica_id)
+    app = ReplicaApp(api, args.replica_id, secret=secret)
     server = HttpServer(app, host=args.host, port=args.port, keep_alive_timeout_s=KEEP_ALIVE_TIMEOUT_S)
     await server.start()
     write_atomic(args.port_file, f"{server.port}\n".encode())
@@ -186,9 +193,22 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(message, file=sys.stderr, flush=True)
         return EXIT_SPEC_INVALID
+    hide_environment(os.environ)
+    secret = None
+    if args.secret_file is not None:
+        try:
+            secret = read_secret(args.secret_file)
+        except (OSError, SecretFileError) as exc:
+            message = f"cannot read the platform secret: {exc}"
+            write_atomic(
+                args.status_file,
+                orjson.dumps({"error": "secret_unreadable", "message": message, "where": None, "traceback": ""}),
+            )
+            print(message, file=sys.stderr, flush=True)
+            return EXIT_SPEC_INVALID
     project_dir = Path(args.project_dir).resolve()
     os.chdir(project_dir)
-    return run_main(serve(args, api, project_dir))
+    return run_main(serve(args, api, project_dir, secret))
 
 
 if __name__ == "__main__":

@@ -339,6 +339,9 @@ class ModelServing:
         return json_response(200, self.snapshot())
 
 
+MODEL_FAILED = "the model could not be served; the reason is in the replica log under this request id"
+
+
 class _LoadTimeoutError(Exception):
     pass
 
@@ -346,9 +349,12 @@ class _LoadTimeoutError(Exception):
 def _model_error(exc: ThriftyError, rid: bytes) -> Response:
     # Busy means every model in this replica's memory is in use: another replica may well have room.
     headers = [(b"retry-after", b"1"), (RETRY_ELSEWHERE, b"1")] if isinstance(exc, ModelCacheBusyError) else None
+    message = exc.message
     if exc.http_status >= 500 and not isinstance(exc, ModelCacheBusyError):
         _log.warning("request_id=%s %s", rid.decode("latin-1"), exc.message)
-    return error_response(exc.http_status, exc.code, exc.message, rid, headers)
+        # The load's exception (load_model's text, source paths) goes to the log only, like a predictor's.
+        message = MODEL_FAILED
+    return error_response(exc.http_status, exc.code, message, rid, headers)
 
 
 def open_model_serving(api: ApiConfig, predictor: LoadedPredictor, cache_dir: str | None) -> ModelServing:
