@@ -1,4 +1,4 @@
-"""`thrifty run` in the foreground with Ctrl-C, and `thrifty up` after the operator was killed."""
+"""`thrifty run` in the foreground with Ctrl-C, and `thrifty up` after the operator (and gateway) were killed."""
 
 from __future__ import annotations
 
@@ -72,7 +72,7 @@ def test_run_foreground_then_ctrl_c_drains_and_stops(tmp_path: Path) -> None:
             proc.kill()
 
 
-def test_up_after_operator_crash_restarts_what_was_deployed(tmp_path: Path) -> None:
+def test_up_after_operator_crash_adopts_the_replica_and_restarts_the_dead_gateway(tmp_path: Path) -> None:
     home = tmp_path / "home"
     env = {**os.environ, "THRIFTY_HOME": str(home)}
 
@@ -83,20 +83,20 @@ def test_up_after_operator_crash_restarts_what_was_deployed(tmp_path: Path) -> N
     try:
         cli("deploy", str(EXAMPLES / "echo"))
         info = orjson.loads((home / "operator.json").read_bytes())
-        before = platform_pids(home)
+        [replica] = [r["pid"] for r in orjson.loads(cli("get", "echo", "-o", "json").stdout)["replica_list"]]
+        [gateway] = [p for p in platform_pids(home) if p not in (info["pid"], replica)]
         os.kill(info["pid"], signal.SIGKILL)  # the operator dies; its gateway and replica are orphaned
-        wait_until(lambda: not alive(info["pid"]), 10, "the operator to die")
-        assert any(alive(p) for p in before if p != info["pid"])
+        os.kill(gateway, signal.SIGKILL)  # and the gateway dies too while no operator runs
+        wait_until(lambda: not alive(info["pid"]) and not alive(gateway), 10, "the operator and gateway to die")
 
-        cli("up", "--port", "0")  # cleans up the orphans, restarts the deployed API
-        cli("deploy", str(EXAMPLES / "echo"))  # unchanged project: waits until live again
+        cli("up", "--port", "0")  # adopts the live replica, starts a new gateway and pushes it the routes
+        cli("deploy", str(EXAMPLES / "echo"))  # unchanged project: waits until live
         after = orjson.loads((home / "operator.json").read_bytes())
-        for pid in before:
-            assert not alive(pid) or (pid in platform_pids(home) and pid == after["pid"])
+        assert alive(replica) and len(platform_pids(home)) == 3  # operator, new gateway, the same replica
         url = f"http://127.0.0.1:{after['gateway_port']}/echo"
         assert httpx.post(url, json={"back": True}, timeout=10).json() == {"back": True}
         events = orjson.loads(cli("events", "echo", "-o", "json").stdout)
-        assert any(e["kind"] == "restored" for e in events)
+        assert any(e["kind"] == "restored" and "1 running replicas adopted" in e["message"] for e in events)
     finally:
         subprocess.run([THRIFTY, "down"], env=env, capture_output=True, timeout=120, check=False)
     wait_until(lambda: not platform_pids(home), 10, "every platform process to exit")
