@@ -3,13 +3,10 @@ table and the answer to `thrifty get`. Plain functions of that state, kept out o
 
 from __future__ import annotations
 
-import hashlib
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
 from thrifty.engines.base import ReplicaObservation
-from thrifty.errors import ConfigError
 from thrifty.policy.rollout import RolloutState
 from thrifty.spec import ApiSpec
 
@@ -49,24 +46,9 @@ def adopt_runtime(rt: ApiRuntime, running: list[ReplicaObservation]) -> int:
 
 
 def redacted(config: dict[str, Any]) -> dict[str, Any]:
-    """An API config with its literal keys hidden (they live in state.db, never in answers or replicas)."""
+    """An API config with its keys hidden (state.db holds only their salted hashes; answers not even those)."""
     keys = config.get("auth", {}).get("api_keys", [])
     return {**config, "auth": {**config["auth"], "api_keys": ["(redacted)"] * len(keys)}} if keys else config
-
-
-def resolve_keys(keys: list[str], source: str) -> list[str]:
-    out = []
-    for key in keys:
-        if key.startswith("env:"):
-            value = os.environ.get(key[4:])
-            if not value:
-                raise ConfigError(
-                    f"{source}: auth.api_keys refers to the environment variable {key[4:]!r}, "
-                    "which is not set for the operator"
-                )
-            key = value
-        out.append(hashlib.sha256(key.strip().encode()).hexdigest())
-    return out
 
 
 def route_entry(

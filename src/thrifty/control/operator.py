@@ -27,14 +27,15 @@ from thrifty.control.api_state import (
     api_summary,
     redacted,
     replica_rows,
-    resolve_keys,
     route_entry,
 )
 from thrifty.control.gateway_link import Gateway
 from thrifty.control.home import Home
 from thrifty.control.scaling import Autoscaler
 from thrifty.control.store import ProcessRecord, Store
+from thrifty.control.stored_keys import key_env_names, resolve_keys, scrub_config_file, with_hashed_project_keys
 from thrifty.control.traffic import TrafficHistory
+from thrifty.dataplane.platform_secret import HIDE_ENV, METRICS_KEY_ENV
 from thrifty.engines.base import Engine, ReplicaLaunch, ReplicaObservation
 from thrifty.errors import ConfigError, NotFoundError
 from thrifty.policy.rollout import ReplicaView, plan, record_failure
@@ -140,6 +141,9 @@ class Operator:
         source = config_name or config_file.name
         limits = Limits.from_env()  # the operator's own bounds: it never trusts the CLI's checks
         config = parse_file(config_file, source, limits)
+        hashed = with_hashed_project_keys(config, {name: rt.spec.config for name, rt in self.apis.items()})
+        await asyncio.to_thread(scrub_config_file, config_file, config, hashed)  # the stored copy: no literal key
+        config = hashed
         check_api_total(set(self.apis), [api.name for api in config.apis], limits, source)
         for api in config.apis:
             if not (project_dir / api.predictor.path).is_file():
@@ -346,6 +350,7 @@ class Operator:
     def _launch(self, rt: ApiRuntime) -> ReplicaLaunch:
         spec = rt.spec
         rid = f"{spec.name}-{rt.revision[:6]}-{secrets.token_hex(3)}"
+        hidden = key_env_names(r.spec.config for r in self.apis.values()) | {METRICS_KEY_ENV}
         return ReplicaLaunch(
             replica_id=rid,
             api=spec.name,
@@ -353,7 +358,8 @@ class Operator:
             # The predictor has no business with the API keys: the gateway checks them.
             config={**spec.config_json, "auth": {"api_keys": []}},
             project_dir=spec.project_dir,
-            env=dict(spec.config.predictor.env),
+            # ... nor with the variables they are read from, inherited from the operator: the replica drops them.
+            env={**spec.config.predictor.env, HIDE_ENV: ",".join(sorted(hidden - spec.config.predictor.env.keys()))},
         )
 
     def _on_exit(self, obs: ReplicaObservation, now: float) -> None:
