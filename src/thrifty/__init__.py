@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+# The one place the version is written: pyproject.toml reads it from here (dynamic = ["version"]), and the
+# CLI (--version) and the admin API (/v1/status) import it.
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:

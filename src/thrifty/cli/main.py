@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 import click
 
+from thrifty import __version__
 from thrifty.cli import apis, config_cmds, platform
 from thrifty.errors import ThriftyError
 
@@ -26,7 +27,7 @@ class ThriftyGroup(click.Group):
 
 
 @click.group(cls=ThriftyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option("0.1.0", prog_name="thrifty")
+@click.version_option(__version__, prog_name="thrifty")
 @click.option(
     "--home",
     envvar="THRIFTY_HOME",

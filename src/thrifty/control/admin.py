@@ -16,6 +16,7 @@ from urllib.parse import parse_qs
 
 import orjson
 
+from thrifty import __version__
 from thrifty.config.schema import API_NAME_RE
 from thrifty.control.logs import read_logs
 from thrifty.control.operator import Operator
@@ -100,7 +101,7 @@ class AdminApi:
     async def _status(self, m: re.Match[str], q: dict[str, list[str]], body: bytes) -> Any:
         op = self._op
         return {
-            "version": "0.1.0",
+            "version": __version__,
             "home": str(op.home.root),
             "gateway": op.gateway.url,
             "apis": len(op.apis),
