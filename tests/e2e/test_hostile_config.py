@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import io
 import os
+import subprocess
+import sys
 import tarfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +20,8 @@ import pytest
 from thrifty.client import Client
 
 pytestmark = pytest.mark.e2e
+
+THRIFTY = str(Path(sys.executable).parent / "thrifty")
 
 PREDICTOR = (
     "class Predictor:\n    def __init__(self, config):\n        pass\n"
@@ -31,7 +36,7 @@ def alias_bomb(levels: int) -> str:
     return HEAD + "\n".join(lines) + "\n"
 
 
-HOSTILE = {
+HOSTILE: dict[str, tuple[Callable[[], str], str]] = {
     "billion-laughs": (lambda: alias_bomb(7), "THRIFTY_MAX_CONFIG_NODES"),
     "six-levels": (lambda: alias_bomb(6), "THRIFTY_MAX_CONFIG_NODES"),
     "deep-nesting": (lambda: HEAD + "        x: " + "[" * 10_000 + "]" * 10_000 + "\n", "THRIFTY_MAX_CONFIG_DEPTH"),
@@ -119,3 +124,20 @@ def test_hostile_configs_are_refused_at_once_and_leave_the_operator_alone(platfo
     assert http.post("/echo", json={"x": 2}).json() == {"echo": {"x": 2}}
     http.close()
     client.close()
+
+
+def test_deploy_refuses_links_out_and_oversized_folders_before_upload(platform: Any, tmp_path: Path) -> None:
+    linked = write_project(tmp_path / "linked", "apis:\n  - name: linked\n")
+    os.symlink("/etc/passwd", linked / "passwd")
+    proc = platform.cli("deploy", str(linked), check=False)
+    assert proc.returncode == 2 and "passwd is a symbolic link to /etc/passwd, outside the project" in proc.stderr
+
+    big = write_project(tmp_path / "big", "apis:\n  - name: big\n")
+    with open(big / "data.bin", "wb") as fh:
+        fh.truncate(2 * 2**20)  # sparse
+    env = {**platform.env, "THRIFTY_MAX_PROJECT_BYTES": "1Mi"}
+    proc = subprocess.run([THRIFTY, "deploy", str(big)], env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "THRIFTY_MAX_PROJECT_BYTES=1048576" in proc.stderr
+    with Client(platform.home) as client:
+        names = [a["name"] for a in client.list_apis()]
+    assert "linked" not in names and "big" not in names
