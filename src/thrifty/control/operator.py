@@ -122,6 +122,7 @@ class Operator:
             with contextlib.suppress(httpx.HTTPError, RuntimeError):
                 await self.gateway.push_routes(table)
             await self.engine.close(self.stop_grace_s)
+            self._forget_processes([])  # all stopped: nothing left for a later operator to adopt
         finally:
             await self.gateway.stop(self.stop_grace_s)
 
