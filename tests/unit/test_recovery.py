@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from test_process_identity import fake_proc
 
 from thrifty.config import parse_text
 from thrifty.control.api_state import ApiRuntime, adopt_runtime
 from thrifty.control.home import Home
-from thrifty.control.recovery import describe_holder, stragglers, survey
+from thrifty.control.recovery import PortInUseError, check_port_free, describe_holder, stragglers, survey
 from thrifty.control.store import ProcessRecord
 from thrifty.engines.base import ReplicaObservation
 from thrifty.engines.identity import ProcessIdentity
@@ -79,3 +80,27 @@ def test_adopted_replicas_set_the_desired_count_and_keep_a_refresh_suffix() -> N
     assert adopt_runtime(capped, [obs(str(i), capped.revision) for i in range(4)]) == 4 and capped.desired == 2
     old = runtime(min_r=2)
     assert adopt_runtime(old, [obs("a", "an-older-revision")]) == 0 and old.desired == 2
+
+
+def test_a_port_held_by_an_orphaned_gateway_is_refused_naming_its_pid_and_home(tmp_path: Path) -> None:
+    proc = tmp_path / "proc"
+    orphan_home = tmp_path / "old-home"
+    (proc / "net").mkdir(parents=True)
+    header = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n"
+    listen = "   0: 0100007F:22B8 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 555 1\n"
+    (proc / "net" / "tcp").write_text(header + listen)  # 0x22B8 = 8888, state 0A = LISTEN
+    (proc / "net" / "tcp6").write_text(header)
+    gw = fake_proc(proc, 30, ticks=1, token="t")
+    args = ["python", "-m", "thrifty.dataplane.gateway_main", "--port-file", f"{orphan_home}/run/gateway.json"]
+    (gw / "cmdline").write_bytes(b"\0".join(a.encode() for a in args))
+    (gw / "fd").mkdir()
+    (gw / "fd" / "3").symlink_to("socket:[555]")
+
+    check_port_free(0, proc)  # any free port: nothing to check
+    check_port_free(8889, proc)  # nobody listens there
+    with pytest.raises(PortInUseError) as err:
+        check_port_free(8888, proc)
+    assert err.value.message == (
+        f"port 8888 is held by pid 30 (thrifty gateway of {orphan_home}); "
+        f"run `thrifty --home {orphan_home} down` or kill 30"
+    )

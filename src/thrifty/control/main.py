@@ -55,6 +55,12 @@ async def recover(store: Store, home: Home, engine: LocalEngine, gateway: Gatewa
             await gateway.stats()  # the admin listener answers with our token: really ours, really alive
             adopted_gateway = found.gateway.identity
             log.info("adopted the running gateway (pid %d) on port %d", adopted_gateway.pid, gateway.port)
+            if port not in (0, gateway.port):
+                log.warning(
+                    "the adopted gateway keeps port %d (not %d): `thrifty down` then `up` to move it",
+                    gateway.port,
+                    port,
+                )
         except (OSError, ValueError, KeyError, httpx.HTTPError) as exc:
             log.warning("could not adopt the gateway (pid %d): %s; starting a new one", found.gateway.identity.pid, exc)
             await gateway.stop(5.0)
