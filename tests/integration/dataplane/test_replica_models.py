@@ -128,7 +128,7 @@ async def test_unknown_model_or_version_is_404_and_broken_model_500_while_others
     for _ in range(3):
         resp = await client.post(r.url + "/broken", json={})
         assert resp.status_code == 500 and resp.json()["error"] == "model_load_failed"
-        assert "corrupt weights" in resp.json()["message"]
+        assert "corrupt weights" not in resp.text  # load_model's error goes to the replica log only
         assert (await client.post(r.url + "/en-de", json={})).status_code == 200
     assert r.instance.loads.count("broken/1") == 1  # the failure is remembered, not retried per request
     stats = (await client.get(r.url + "/_thrifty/stats")).json()
