@@ -141,7 +141,7 @@ class Operator:
             raise ConfigError(f"the project has no {' or '.join(names)}")
         source = config_name or config_file.name
         limits = Limits.from_env()  # the operator's own bounds: it never trusts the CLI's checks
-        config = parse_file(config_file, source, limits)
+        config = await asyncio.to_thread(parse_file, config_file, source, limits)  # up to ~1 s for a big one
         hashed = with_hashed_project_keys(config, {name: rt.spec.config for name, rt in self.apis.items()})
         await asyncio.to_thread(scrub_config_file, config_file, config, hashed)  # the stored copy: no literal key
         config = hashed
