@@ -7,7 +7,12 @@ pushes routes). For multi-model APIs it polls the replicas for the models they h
 ``--model-poll-s``) and routes each request to a replica that holds its model; ``--model-routing off`` (or
 ``THRIFTY_MODEL_ROUTING=0`` in the environment, which ``thrifty up`` passes on) routes them like any other
 request, the baseline of ``benchmarks/multimodel``. On SIGTERM/SIGINT: stops accepting, lets in-flight
-requests finish (up to ``--grace-s``), exits 0. Exit code 2: the token or secret file is unreadable or a port
+requests finish (up to ``--grace-s``), exits 0.
+
+Caps of the public listener (flag, or the environment variable, else the default; see ``http_server``):
+``--max-connections`` / ``THRIFTY_MAX_CONNECTIONS`` (10000), ``--head-timeout-s`` / ``THRIFTY_HEAD_TIMEOUT_S``
+(10), ``--body-timeout-s`` / ``THRIFTY_BODY_TIMEOUT_S`` (60), ``--keep-alive-timeout-s`` /
+``THRIFTY_KEEP_ALIVE_TIMEOUT_S`` (75). Exit code 2: the token or secret file is unreadable or a port
 cannot be bound.
 
 ``--secret-file``: the platform secret, sent to replicas with every request (``platform_secret``).
@@ -28,7 +33,14 @@ from thrifty.dataplane.api_key_hashes import hash_key, new_salt
 from thrifty.dataplane.gateway import GatewayApp
 from thrifty.dataplane.gateway_admin import AdminApp
 from thrifty.dataplane.gateway_models import POLL_INTERVAL_S, ModelPoller
-from thrifty.dataplane.http_server import HttpServer
+from thrifty.dataplane.gateway_stats import HttpServerCollector
+from thrifty.dataplane.http_server import (
+    BODY_TIMEOUT_S,
+    HEAD_TIMEOUT_S,
+    KEEP_ALIVE_TIMEOUT_S,
+    MAX_CONNECTIONS,
+    HttpServer,
+)
 from thrifty.dataplane.platform_secret import METRICS_KEY_ENV, SecretFileError, read_secret
 from thrifty.dataplane.process_io import run_main, stop_event_on_signals, write_atomic
 from thrifty.dataplane.upstream import UpstreamPool
@@ -48,6 +60,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--token-file", required=True, help="file holding the admin bearer token")
     p.add_argument("--secret-file", default=None, help="file holding the platform secret replicas require")
     p.add_argument("--grace-s", type=float, default=30.0, help="longest wait for in-flight requests on SIGTERM")
+    _add_cap(p, "--max-connections", "THRIFTY_MAX_CONNECTIONS", MAX_CONNECTIONS, "most open client connections")
+    _add_cap(p, "--head-timeout-s", "THRIFTY_HEAD_TIMEOUT_S", HEAD_TIMEOUT_S, "request head time limit")
+    _add_cap(p, "--body-timeout-s", "THRIFTY_BODY_TIMEOUT_S", BODY_TIMEOUT_S, "request body time limit")
+    _add_cap(p, "--keep-alive-timeout-s", "THRIFTY_KEEP_ALIVE_TIMEOUT_S", KEEP_ALIVE_TIMEOUT_S, "idle time limit")
     routing_env = os.environ.get("THRIFTY_MODEL_ROUTING", "1").strip().lower()
     p.add_argument(
         "--model-routing",
@@ -59,6 +75,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def _add_cap(p: argparse.ArgumentParser, flag: str, env: str, default: float, help_text: str) -> None:
+    """A positive limit of the public listener: ``flag``, else ``env`` in the environment, else ``default``."""
+    kind = int if isinstance(default, int) else float
+
+    def positive(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = 0
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"{text!r} (from {flag} or {env}): expected a positive {kind.__name__}")
+        return value
+
+    # argparse converts a string default with ``type``, so a bad environment value is reported like a bad flag.
+    p.add_argument(flag, type=positive, default=os.environ.get(env, str(default)), help=f"{help_text}; env {env}")
+
+
 async def serve(
     args: argparse.Namespace, token: str, secret: bytes | None = None, metrics_keys: tuple[str, ...] = ()
 ) -> int:
@@ -68,7 +101,16 @@ async def serve(
         pool, model_routing=args.model_routing == "on", replica_secret=secret, metrics_key_hashes=metrics_keys
     )
     poller = ModelPoller(pool, lambda: list(gateway.routes.values()), interval_s=args.model_poll_s, secret=secret)
-    public = HttpServer(gateway, host=args.host, port=args.port)
+    public = HttpServer(
+        gateway,
+        host=args.host,
+        port=args.port,
+        max_connections=args.max_connections,
+        head_timeout_s=args.head_timeout_s,
+        body_timeout_s=args.body_timeout_s,
+        keep_alive_timeout_s=args.keep_alive_timeout_s,
+    )
+    gateway.registry.register(HttpServerCollector(public.stats))
     admin = HttpServer(AdminApp(gateway, token), host=args.admin_host, port=args.admin_port)
     try:
         await public.start()

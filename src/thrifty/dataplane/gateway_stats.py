@@ -15,6 +15,7 @@ from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
     from thrifty.dataplane.gateway_routes import ApiRoute
+    from thrifty.dataplane.http_server import HttpServerStats
 
 LATENCY_BOUNDS_S: tuple[float, ...] = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
@@ -101,3 +102,29 @@ class GatewayCollector(Collector):
             retries.add_metric([route.name], s.retries)
             ready.add_metric([route.name], route.replicas_ready)
         yield from (requests, duration, in_flight, retries, ready)
+
+
+class HttpServerCollector(Collector):
+    """The public listener's connection figures (``HttpServer.stats``), read at scrape time."""
+
+    def __init__(self, stats: HttpServerStats) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        s = self._stats
+        yield GaugeMetricFamily("thrifty_open_connections", "Client connections open.", value=s.open_connections)
+        yield CounterMetricFamily(
+            "thrifty_connections_refused", "Connections answered 503 over max connections.", value=s.connections_refused
+        )
+        timeouts = CounterMetricFamily(
+            "thrifty_request_timeouts", "Requests answered 408: head or body not received in time.", labels=["part"]
+        )
+        timeouts.add_metric(["head"], s.head_timeouts)
+        timeouts.add_metric(["body"], s.body_timeouts)
+        yield timeouts
+        yield CounterMetricFamily(
+            "thrifty_idle_connections_closed", "Keep-alive connections closed when idle.", value=s.idle_closes
+        )
+        yield CounterMetricFamily(
+            "thrifty_write_timeouts", "Connections aborted: the client read no response.", value=s.write_timeouts
+        )

@@ -10,6 +10,7 @@ import time
 from http import HTTPStatus
 from typing import Any
 
+import httptools
 import orjson
 
 Headers = list[tuple[bytes, bytes]]
@@ -125,3 +126,21 @@ class RequestIds:
             self._counter += 1
             rid = self._prefix + b"%x" % self._counter
         return rid
+
+
+def request_target(url: bytes) -> tuple[bytes, bytes] | None:
+    """(path, query) of a request target: origin-form (``/p?q``) or absolute-form (``http://host/p?q``, as
+    proxies send it); None for any other form (authority-form, ``*``, garbage)."""
+    if url[:1] == b"/":
+        path, _, query = url.partition(b"?")
+        return path, query
+    scheme, sep, _ = url.partition(b"://")
+    if not sep or scheme.lower() not in (b"http", b"https"):
+        return None
+    try:
+        parsed = httptools.parse_url(url)
+    except httptools.HttpParserInvalidURLError:
+        return None
+    if not parsed.host:
+        return None
+    return parsed.path or b"/", parsed.query or b""

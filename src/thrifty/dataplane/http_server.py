@@ -6,11 +6,22 @@ what the data plane needs and nothing more:
 
 - keep-alive, pipelining (requests on one connection are answered in order, one at a time; reading pauses
   when too many wait), ``Connection: close``, ``Expect: 100-continue``;
+- request targets in origin-form (``/p?q``) or absolute-form (``http://host/p?q``, as proxies send them):
+  every application sees ``request.path`` as the path alone;
 - bodies with Content-Length or chunked; a body over the application's limit gets 413 and the connection
-  is closed without reading the rest; malformed requests get 400;
+  is closed without reading the rest; malformed requests (HTTP/0.9 request lines included) get 400,
+  ``CONNECT`` gets 405, protocol upgrades (``Upgrade:``) get 400, other HTTP versions get 505: each is
+  exactly one response, then the connection is closed;
+- resource caps (``HttpServer`` arguments; each counted in ``HttpServer.stats``): at most
+  ``max_connections`` open client connections (beyond, a new connection gets 503 and is closed);
+  ``head_timeout_s`` to receive a request head and ``body_timeout_s`` to receive its body (408, close);
+  ``keep_alive_timeout_s`` of idleness between requests (closed quietly); ``keep_alive_timeout_s`` for a
+  client that reads none of a response it is sent (aborted);
 - a lifecycle: ``start()`` binds (port 0 allowed) and reports the real port; ``stop(grace_s)`` stops
-  accepting, closes idle connections, lets in-flight requests finish and closes what is left at the end;
-- idle connections (and requests stuck half-received) are closed after ``keep_alive_timeout_s``.
+  accepting, closes idle connections, lets in-flight requests finish and closes what is left at the end.
+
+Timeouts cost nothing per request: each connection keeps one deadline (a float, in the loop's monotonic
+clock as last read by the server) and one periodic sweep per server enforces them all.
 
 The application is an object with ``body_limit(request)`` (called once the headers are in; it may
 return a response instead, to refuse the request before its body is read) and
@@ -27,12 +38,28 @@ from typing import Protocol
 
 import httptools
 
-from thrifty.dataplane.http_messages import DateHeader, Request, Response, encode_response, error_response
+from thrifty.dataplane.http_messages import (
+    DateHeader,
+    Request,
+    Response,
+    encode_response,
+    error_response,
+    request_target,
+)
 
 _log = logging.getLogger("thrifty.http")
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 MAX_HEAD_BYTES = 64 * 1024
+MAX_CONNECTIONS = 10_000
+HEAD_TIMEOUT_S = 10.0
+BODY_TIMEOUT_S = 60.0
+KEEP_ALIVE_TIMEOUT_S = 75.0
+
+_NEVER = float("inf")
+# What a connection's deadline means when it passes.
+_IDLE, _HEAD, _BODY, _WRITE = 0, 1, 2, 3
+_NO_HEADERS: dict[bytes, bytes] = {}  # placeholder between requests; never written to
 
 
 class HttpApp(Protocol):
@@ -42,6 +69,21 @@ class HttpApp(Protocol):
         ...
 
     async def handle(self, request: Request) -> Response: ...
+
+
+class HttpServerStats:
+    """Plain counters, read at scrape time (e.g. by the gateway's Prometheus collector)."""
+
+    __slots__ = ("body_timeouts", "connections_refused", "head_timeouts", "idle_closes", "open_connections",
+                 "write_timeouts")  # fmt: skip
+
+    def __init__(self) -> None:
+        self.open_connections = 0  # gauge
+        self.connections_refused = 0  # over max_connections: answered 503
+        self.head_timeouts = 0  # 408: the request head did not arrive in time
+        self.body_timeouts = 0  # 408: the request body did not arrive in time
+        self.idle_closes = 0  # keep-alive connections closed after keep_alive_timeout_s of idleness
+        self.write_timeouts = 0  # clients that read nothing of their response for keep_alive_timeout_s
 
 
 class _StopParsing(Exception):
@@ -55,7 +97,10 @@ class HttpServer:
         *,
         host: str = "127.0.0.1",
         port: int = 0,
-        keep_alive_timeout_s: float = 75.0,
+        keep_alive_timeout_s: float = KEEP_ALIVE_TIMEOUT_S,
+        head_timeout_s: float = HEAD_TIMEOUT_S,
+        body_timeout_s: float = BODY_TIMEOUT_S,
+        max_connections: int = MAX_CONNECTIONS,
         max_pipelined: int = 32,
         backlog: int = 2048,
     ) -> None:
@@ -63,10 +108,17 @@ class HttpServer:
         self.host = host
         self._requested_port = port
         self.port = 0
-        self.keep_alive_ticks = max(1, int(keep_alive_timeout_s))
+        self.keep_alive_timeout_s = keep_alive_timeout_s
+        self.head_timeout_s = head_timeout_s
+        self.body_timeout_s = body_timeout_s
+        self.max_connections = max_connections
         self.max_pipelined = max_pipelined
         self._backlog = backlog
+        # Deadlines are checked this often, so each timeout is enforced within a quarter of itself (<= 1 s).
+        self._sweep_s = min(1.0, max(0.01, min(keep_alive_timeout_s, head_timeout_s, body_timeout_s) / 4))
+        self.now_s = 0.0  # the loop's clock as of the last sweep: what deadlines are counted from
         self.date = DateHeader()
+        self.stats = HttpServerStats()
         self.connections: set[_Connection] = set()
         self.stopping = False
         self._server: asyncio.Server | None = None
@@ -76,6 +128,7 @@ class HttpServer:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._all_closed = asyncio.Event()
+        self.now_s = loop.time()
         self._server = await loop.create_server(
             lambda: _Connection(self, loop),
             self.host,
@@ -85,16 +138,28 @@ class HttpServer:
         )
         sock = self._server.sockets[0]
         self.port = int(sock.getsockname()[1])
-        self._sweeper = loop.call_later(1.0, self._sweep, loop)
+        self._sweeper = loop.call_later(self._sweep_s, self._sweep, loop)
 
     def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
-        # One timer per server instead of one per request: idle time is counted in whole seconds.
-        for conn in list(self.connections):
-            conn.tick()
-        self._sweeper = loop.call_later(1.0, self._sweep, loop)
+        # One timer per server instead of one per request or per connection.
+        now = self.now_s = loop.time()
+        for conn in [c for c in self.connections if c.deadline <= now]:
+            conn.expire()
+        self._sweeper = loop.call_later(self._sweep_s, self._sweep, loop)
+
+    def connection_opened(self, conn: _Connection) -> bool:
+        """Admit ``conn`` unless the server is at ``max_connections``."""
+        if len(self.connections) >= self.max_connections:
+            self.stats.connections_refused += 1
+            return False
+        self.connections.add(conn)
+        self.stats.open_connections += 1
+        return True
 
     def connection_closed(self, conn: _Connection) -> None:
-        self.connections.discard(conn)
+        if conn in self.connections:
+            self.connections.remove(conn)
+            self.stats.open_connections -= 1
         if self.stopping and not self.connections and self._all_closed is not None:
             self._all_closed.set()
 
@@ -116,6 +181,13 @@ class HttpServer:
 
 
 class _Connection(asyncio.Protocol):
+    # Slots and lazily made members keep an idle connection to a few hundred bytes beyond the parser.
+    __slots__ = (
+        "_app", "_body", "_body_len", "_closing", "_dead", "_drain", "_head_bytes", "_headers", "_ignore_input",
+        "_limit", "_loop", "_parser", "_parsing", "_pending", "_phase", "_read_paused", "_request", "_server",
+        "_task", "_transport", "_url", "_write_paused", "deadline",
+    )  # fmt: skip
+
     def __init__(self, server: HttpServer, loop: asyncio.AbstractEventLoop) -> None:
         self._server = server
         self._app = server.app
@@ -123,14 +195,14 @@ class _Connection(asyncio.Protocol):
         self._parser = httptools.HttpRequestParser(self)
         self._transport: asyncio.Transport | None = None
         self._url = b""
-        self._headers: dict[bytes, bytes] = {}
+        self._headers = _NO_HEADERS
         self._head_bytes = 0
         self._request: Request | None = None
         self._body: list[bytes] = []
         self._body_len = 0
         self._limit = 0
         self._parsing = False
-        self._pending: deque[Request | Response] = deque()
+        self._pending: deque[Request | Response] | None = None
         self._task: asyncio.Task[None] | None = None
         self._closing = False  # close once the work in hand is answered
         self._ignore_input = False
@@ -138,12 +210,18 @@ class _Connection(asyncio.Protocol):
         self._read_paused = False
         self._write_paused = False
         self._drain: asyncio.Future[None] | None = None
-        self._idle_ticks = 0
+        self.deadline = server.now_s + server.keep_alive_timeout_s
+        self._phase = _IDLE
 
     # -- transport callbacks -------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
-        self._server.connections.add(self)
+        if not self._server.connection_opened(self):
+            self._dead = True
+            self._ignore_input = True
+            resp = error_response(503, "overloaded", "too many open connections, retry later")
+            transport.write(encode_response(resp, self._server.date.line(), False))  # type: ignore[attr-defined]
+            transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._dead = True
@@ -171,6 +249,8 @@ class _Connection(asyncio.Protocol):
                 _log.error("http callback failed", exc_info=exc.__context__)
                 self._reject(error_response(500, "internal", "internal server error"))
         except httptools.HttpParserUpgrade:
+            # on_headers_complete refuses upgrades and CONNECT before dispatching, so this is never reached
+            # with a request in hand; read nothing more all the same.
             self._reject(error_response(400, "bad_request", "protocol upgrades are not supported"))
         except httptools.HttpParserError as exc:
             self._reject(error_response(400, "bad_request", f"malformed HTTP request: {exc}"))
@@ -181,8 +261,9 @@ class _Connection(asyncio.Protocol):
         self._url = b""
         self._headers = {}
         self._head_bytes = 0
-        self._body = []
         self._body_len = 0
+        self.deadline = self._server.now_s + self._server.head_timeout_s
+        self._phase = _HEAD
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -201,20 +282,44 @@ class _Connection(asyncio.Protocol):
         self._headers[name] = value if old is None else old + b", " + value
 
     def on_headers_complete(self) -> None:
-        path, _, query = self._url.partition(b"?")
-        req = Request(self._parser.get_method(), path, query, self._headers)
-        req.keep_alive = self._parser.should_keep_alive()
+        parser = self._parser
+        headers = self._headers
+        method = parser.get_method()
+        target = request_target(self._url)
+        self._url = b""
+        keep_alive = parser.should_keep_alive()
+        refusal = None
+        if method == b"CONNECT":
+            refusal = error_response(405, "method_not_allowed", "CONNECT is not supported")
+        elif target is None:
+            refusal = error_response(400, "bad_request", "the request target must be a path or an http(s) URL")
+        elif not keep_alive and parser.get_http_version() not in ("1.1", "1.0"):
+            # llhttp parses HTTP/0.9 request lines (no version) and HTTP/2+ lines; neither keeps alive.
+            if parser.get_http_version() == "0.9":
+                refusal = error_response(400, "bad_request", "the request line has no HTTP version")
+            else:
+                refusal = error_response(505, "http_version_not_supported", "only HTTP/1.0 and 1.1 are served")
+        elif b"upgrade" in headers:
+            refusal = error_response(400, "bad_request", "protocol upgrades are not supported")
+        if refusal is not None:
+            self._reject(refusal)
+            raise _StopParsing
+        path, query = target  # type: ignore[misc]
+        req = Request(method, path, query, headers)
+        req.keep_alive = keep_alive
         self._request = req
         limit = self._app.body_limit(req)
         if isinstance(limit, Response):  # refused on its headers alone: the body is never read
             self._reject(limit)
             raise _StopParsing
         self._limit = limit
-        length = self._headers.get(b"content-length")
+        length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > limit:
             self._reject(_too_large(limit))
             raise _StopParsing
-        expect = self._headers.get(b"expect")
+        self.deadline = self._server.now_s + self._server.body_timeout_s
+        self._phase = _BODY
+        expect = headers.get(b"expect")
         if (
             expect is not None
             and expect.lower() == b"100-continue"
@@ -236,10 +341,12 @@ class _Connection(asyncio.Protocol):
             return
         self._request = None
         self._parsing = False
-        self._idle_ticks = 0
+        self._headers = _NO_HEADERS
+        self.deadline = _NEVER
         body = self._body
         if body:
             req.body = body[0] if len(body) == 1 else b"".join(body)
+            body.clear()
         self._dispatch(req)
 
     # -- serving ---------------------------------------------------------------------------------------
@@ -247,8 +354,11 @@ class _Connection(asyncio.Protocol):
         if self._task is None:
             self._task = self._loop.create_task(self._serve(item))
             return
-        self._pending.append(item)
-        if len(self._pending) >= self._server.max_pipelined and not self._read_paused:
+        pending = self._pending
+        if pending is None:
+            pending = self._pending = deque()
+        pending.append(item)
+        if len(pending) >= self._server.max_pipelined and not self._read_paused:
             self._read_paused = True
             if self._transport is not None:
                 self._transport.pause_reading()
@@ -259,6 +369,9 @@ class _Connection(asyncio.Protocol):
         self._ignore_input = True
         self._parsing = False
         self._request = None
+        self._headers = _NO_HEADERS
+        self._body.clear()
+        self.deadline = _NEVER
         if self._transport is not None and not self._read_paused:
             self._read_paused = True
             self._transport.pause_reading()
@@ -281,23 +394,24 @@ class _Connection(asyncio.Protocol):
                 if self._dead:
                     return
                 if self._write_paused:
-                    self._drain = self._loop.create_future()
-                    await self._drain
-                    self._drain = None
+                    await self._wait_writable()
                     if self._dead:
                         return
                 transport = self._transport
                 if transport is None:
                     return
                 transport.write(encode_response(resp, self._server.date.line(), keep))
-                self._idle_ticks = 0
                 if not keep:
                     transport.close()
                     return
-                if not self._pending:
+                pending = self._pending
+                if not pending:
+                    if not self._parsing:
+                        self.deadline = self._server.now_s + self._server.keep_alive_timeout_s
+                        self._phase = _IDLE
                     return
-                item = self._pending.popleft()
-                if self._read_paused and not self._ignore_input and len(self._pending) < 4:
+                item = pending.popleft()
+                if self._read_paused and not self._ignore_input and len(pending) < 4:
                     self._read_paused = False
                     transport.resume_reading()
         except Exception:
@@ -306,13 +420,39 @@ class _Connection(asyncio.Protocol):
         finally:
             self._task = None
 
+    async def _wait_writable(self) -> None:
+        # A client that reads nothing of what it is sent must not hold the connection (and its buffers).
+        deadline, phase = self.deadline, self._phase
+        self.deadline = self._server.now_s + self._server.keep_alive_timeout_s
+        self._phase = _WRITE
+        self._drain = self._loop.create_future()
+        await self._drain
+        self._drain = None
+        if self._phase == _WRITE:  # else the next request has begun and set its own deadline
+            self.deadline, self._phase = deadline, phase
+
     # -- lifecycle (called by the server) --------------------------------------------------------------
-    def tick(self) -> None:
-        if self._task is not None:
-            return
-        self._idle_ticks += 1
-        if self._idle_ticks >= self._server.keep_alive_ticks and self._transport is not None:
-            self._transport.close()
+    def expire(self) -> None:
+        """The deadline has passed: close, answer 408 or abort, depending on what was awaited."""
+        phase = self._phase
+        self.deadline = _NEVER
+        stats = self._server.stats
+        if phase == _IDLE:
+            stats.idle_closes += 1
+            if self._transport is not None:
+                self._transport.close()
+        elif phase == _WRITE:
+            stats.write_timeouts += 1
+            self.abort()
+        elif self._read_paused:
+            # Waiting on earlier pipelined answers, not on the client: count from when reading resumes.
+            self.deadline = self._server.now_s + self._server.keep_alive_timeout_s
+        elif phase == _HEAD:
+            stats.head_timeouts += 1
+            self._reject(error_response(408, "request_timeout", "the request head did not arrive in time"))
+        else:
+            stats.body_timeouts += 1
+            self._reject(error_response(408, "request_timeout", "the request body did not arrive in time"))
 
     def shutdown(self) -> None:
         self._closing = True
