@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from thrifty.policy.rollout import ReplicaView, RolloutState, backoff_s, plan, record_failure
+from thrifty.policy.rollout import ReplicaView, RolloutPlan, RolloutState, backoff_s, plan, record_failure
 
 
 def rv(rid: str, rev: str, state: str = "ready", t: float = 0.0) -> ReplicaView:
@@ -21,7 +21,7 @@ def run(
     state: RolloutState | None = None,
     now: float = 100.0,
     rev: str = "B",
-):  # type: ignore[no-untyped-def]
+) -> RolloutPlan:
     return plan(
         revision=rev,
         desired=desired,

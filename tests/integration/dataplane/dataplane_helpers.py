@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from thrifty.config.schema import ApiConfig
 from thrifty.dataplane.gateway import GatewayApp
@@ -104,3 +104,8 @@ class RunningGateway(LoopbackServer):
             ]
             doc[name.replace("_", "-")] = api
         self.app.set_routes(RoutesDoc.model_validate({"apis": doc}))
+
+    def api_stats(self, api: str) -> dict[str, Any]:
+        """One API's figures in ``stats_json()`` (typed ``object`` there: the JSON document is nested)."""
+        apis = cast("dict[str, dict[str, Any]]", self.app.stats_json()["apis"])
+        return apis[api]

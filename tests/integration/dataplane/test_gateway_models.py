@@ -65,7 +65,7 @@ async def test_a_cold_model_goes_to_its_rendezvous_replica_and_the_holder_is_rep
         assert set(await tags(client, f"{gateway.url}/mm/{model}", 4)) == {first_choice(model.encode())}
     assert sum(len(r.instance.loads) for r in replicas) == 3  # one load per model, on one replica each
     await poller.poll_once()
-    models = gateway.app.stats_json()["apis"]["mm"]["models"]  # type: ignore[index]
+    models = gateway.api_stats("mm")["models"]
     assert models["en-fr"]["replicas"] == {first_choice(b"en-fr"): [2]}
     assert models["en-fr"]["versions"] == [1, 2]
     assert models["en-fr"]["hits"] == 3 and models["en-fr"]["misses"] == 1 and models["en-fr"]["loads"] == 1
@@ -106,7 +106,7 @@ async def test_an_overloaded_holder_spreads_the_model_to_the_next_replica(
     results = [(await t).json()["tag"] for t in waiting]
     assert results == [order[0], order[0], order[1]]
     await poller.poll_once()
-    held_by = gateway.app.stats_json()["apis"]["mm"]["models"]["fr-en"]["replicas"]  # type: ignore[index]
+    held_by = gateway.api_stats("mm")["models"]["fr-en"]["replicas"]
     assert set(held_by) == {order[0], order[1]}  # a popular model spreads
 
 
@@ -172,7 +172,7 @@ async def test_poller_survives_unreachable_and_skips_draining_replicas(
     await poller.poll_once()
     states = {s.id: s for s in gateway.app.routes[b"mm"].replicas}
     assert states["gone"].held_refs == () and states[replicas[0].id].held_refs == ()  # draining: not asked
-    assert "models" not in gateway.app.stats_json()["apis"]["plain"]  # type: ignore[operator]
+    assert "models" not in gateway.api_stats("plain")
     poller.start()  # the loop form runs and stops cleanly
     await poller.stop()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import httpx
 import pytest
@@ -12,7 +13,7 @@ from thrifty.dataplane.predictor_loading import load_predictor
 from thrifty.errors import PredictorLoadError
 
 
-def batching(size: int, interval_s: float, **serving: object) -> dict[str, object]:
+def batching(size: int, interval_s: float, **serving: Any) -> dict[str, Any]:
     return {"batching": {"max_batch_size": size, "batch_interval": interval_s}, **serving}
 
 
