@@ -127,7 +127,7 @@ def _deploy_hostile(home: Path, rounds: int) -> list[dict[str, Any]]:
     info = orjson.loads((home / "operator.json").read_bytes())
     token = (home / "token").read_text().strip()
     admin = f"http://127.0.0.1:{info['admin_port']}/v1/deploy?config=thrifty.yaml"
-    results = []
+    results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="thrifty-hostile-") as tmp:
         for name, config in hostile_configs().items():
             folder = Path(tmp) / str(len(results))
