@@ -35,7 +35,7 @@ ERROR_CODES: tuple[ErrorCode, ...] = (
     ErrorCode("conflict", 409, 5, "The request conflicts with the platform's current state."),
     ErrorCode("platform_not_running", 503, 6, "The CLI could not reach the operator; start it with `thrifty up`."),
     ErrorCode("platform_already_running", 409, 7, "`thrifty up` found an operator already running in this home."),
-    ErrorCode("deploy_failed", 500, 8, "An API did not become live (e.g. its predictor's __init__ raised)."),
+    ErrorCode("deploy_failed", 500, 8, "An API did not become live (e.g. its predictor's `__init__` raised)."),
     ErrorCode("overloaded", 503, 9, "The replica's queue is full; retry after Retry-After."),
     ErrorCode("timeout", 504, 10, "No answer within the API's request timeout (or the operator's)."),
     ErrorCode("request_failed", 400, 11, "A request was rejected; the message carries the server's answer."),
