@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import time
@@ -62,6 +63,7 @@ _RESPONSE_DROP = _HOP_BY_HOP | {
     b"x-thrifty-retry-elsewhere",
     b"date",
 }  # the gateway writes its own Date
+_log = logging.getLogger("thrifty.gateway")
 _RETRY_AFTER: Headers = [(b"retry-after", b"1")]
 _EJECT_S = 1.0  # how long a replica that refused a connection is skipped
 _OK = json_response(200, {"status": "ok"})
@@ -241,17 +243,17 @@ class GatewayApp:
                 up = await self._pool.request(
                     rep.host, rep.port, b"".join((line, rep.authority, b"\r\n", rest, body)), remaining
                 )
-            except UpstreamConnectError as exc:
+            except UpstreamConnectError:
                 rep.ejected_until = self._clock() + _EJECT_S
-                why = exc.message
+                why = f"replica {rep.id} refused the connection"  # the address stays out of client answers
             except UpstreamResetError as exc:
                 if not rep.draining:
-                    return error_response(502, "upstream_failed", f"replica {rep.id}: {exc.message}", rid)
+                    return _upstream_failed(rid, f"replica {rep.id}: {exc.message}")
                 why = exc.message
             except UpstreamTimeoutError:
                 return error_response(504, "timeout", "no response within the API's request timeout", rid)
             except UpstreamError as exc:
-                return error_response(502, "upstream_failed", f"replica {rep.id}: {exc.message}", rid)
+                return _upstream_failed(rid, f"replica {rep.id}: {exc.message}")
             else:
                 if up.status != 503:
                     return _relay(up)
@@ -270,6 +272,12 @@ class GatewayApp:
         return error_response(
             503, "no_replica_available", f"no replica of {route.name!r} can take the request ({why})", rid, _RETRY_AFTER
         )
+
+
+def _upstream_failed(rid: bytes, why: str) -> Response:
+    """The 502: what went wrong (replica, connection details) goes to the log, not to the client."""
+    _log.warning("request_id=%s upstream failed: %s", rid.decode("latin-1"), why)
+    return error_response(502, "upstream_failed", "the replica failed while handling the request", rid)
 
 
 def _bearer_matches(request: Request, key_hashes: tuple[str, ...]) -> bool:

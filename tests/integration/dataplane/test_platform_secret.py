@@ -217,3 +217,26 @@ async def test_a_replica_process_hides_key_variables_and_takes_its_secret_from_a
         if proc.returncode is None:
             proc.terminate()
         await asyncio.wait_for(proc.wait(), 15)
+
+
+async def test_a_502_names_no_replica_address_or_connection_detail() -> None:
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")  # the whole head, then a close before any response byte
+        writer.close()
+
+    crasher = await asyncio.start_server(hang_up, "127.0.0.1", 0)
+    port = crasher.sockets[0].getsockname()[1]
+    gw = await start_gateway(SECRET)
+    try:
+        replicas = [{"id": "replica-7f3a", "host": "127.0.0.1", "port": port}]
+        gw.set_routes(test_api={"replicas": replicas, "request_timeout_s": 1.0})
+        async with httpx.AsyncClient(timeout=10.0) as client:
+            resp = await client.post(gw.url + "/test-api", json={}, headers={"x-request-id": "r-502"})
+        assert resp.status_code == 502 and resp.json()["error"] == "upstream_failed"
+        assert resp.json()["request_id"] == "r-502"
+        for leak in (str(port), "127.0.0.1", "replica-7f3a", "connection"):
+            assert leak not in resp.text, leak
+    finally:
+        await stop_gateway(gw)
+        crasher.close()
+        await crasher.wait_closed()
