@@ -5,6 +5,10 @@ second and wakes a replica; when the routing table next lists a ready replica, e
 API is released and forwarded. The client sees latency, not an error. The hold is bounded twice: at most
 ``max_cold_queue`` requests wait per API (more get 503 at once), and none waits longer than
 ``cold_start_timeout_s`` (then 503 with Retry-After).
+
+The same wait serves a crash (``wait_ready``): a request that finds no replica able to take it (all dead,
+or removed and their replacements not ready yet) waits for the next routing table that lists a ready
+replica, within its own deadline, instead of being refused.
 """
 
 from __future__ import annotations
@@ -43,21 +47,29 @@ class ColdStartHold:
                 f"{route.name!r} is starting from zero and already holds {route.max_cold_queue} requests",
                 rid, _RETRY_AFTER,
             )  # fmt: skip
-        event = self._ready.get(name)
-        if event is None:
-            event = self._ready[name] = asyncio.Event()
-        self._held[name] = self.held(name) + 1
-        try:
-            await asyncio.wait_for(event.wait(), route.cold_start_timeout_s)
-        except TimeoutError:
+        if not await self.wait_ready(name, route.cold_start_timeout_s):
             return error_response(
                 503, "cold_start_timeout",
                 f"no replica of {route.name!r} became ready within {route.cold_start_timeout_s:g}s",
                 rid, _RETRY_AFTER,
             )  # fmt: skip
-        finally:
-            self._held[name] -= 1
         current = self._routes.get(name)
         if current is None:
             return error_response(404, "api_not_found", f"{route.name!r} was deleted while starting", rid)
         return current
+
+    async def wait_ready(self, name: bytes, timeout_s: float) -> bool:
+        """Wait until a routing table lists a ready replica of ``name`` (or drops the API); False on timeout.
+
+        Callers bound the number of waiters themselves (``held``)."""
+        event = self._ready.get(name)
+        if event is None:
+            event = self._ready[name] = asyncio.Event()
+        self._held[name] = self.held(name) + 1
+        try:
+            await asyncio.wait_for(event.wait(), timeout_s)
+        except TimeoutError:
+            return False
+        finally:
+            self._held[name] -= 1
+        return True

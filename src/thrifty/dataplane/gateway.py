@@ -3,17 +3,26 @@
 - Replica choice: ``policy.routing.choose_replica`` (power of two choices on requests in flight); for a
   multi-model API, ``policy.model_routing`` through ``gateway_models`` (replicas that hold the model first,
   under a load bound, else rendezvous hashing), unless ``model_routing`` is off (a benchmark baseline).
-- Retries, on another replica, exactly when the request cannot have been processed or the replica said so:
-  the connection was refused (the replica is also ejected for a moment), the replica answered 503 with
-  ``X-Thrifty-Draining``, or a replica known to be draining reset the connection before answering. A reset
-  from a replica that is *not* draining is answered 502 and not retried: the replica most likely crashed
-  on this very request (e.g. ``os._exit``), and retrying a poison request would take down the next replica
-  too. The client sees 503 + Retry-After only when no replica can take the request.
+- Retries, on another replica, exactly when the request cannot have been processed, the replica said so, or
+  the replica was cut off before answering: the connection was refused (the replica is also ejected for a
+  moment), the replica answered 503 with ``X-Thrifty-Draining`` (or ``X-Thrifty-Retry-Elsewhere``), or the
+  connection closed or reset before a single response byte (a replica killed under load, a dying node). A
+  prediction is read-only, so running it again elsewhere is safe; a response that had started is never
+  retried (502). Resets from replicas that are not draining are bounded: a request is retried after at most
+  ``reset_retries`` of them (default 1), so a poison request, one that crashes every replica it reaches,
+  kills at most ``1 + reset_retries`` replicas and then gets 502.
+- No replica can take the request (all dead, or removed and their replacements not ready yet): the request
+  waits, counted in flight, for a routing table with a ready replica (``ColdStartHold.wait_ready``), within
+  its own timeout, instead of being refused; then 503 + Retry-After. A table whose replicas are all draining
+  (a deliberate stop) gets 503 + Retry-After at once.
+- A gateway restarted from its saved table (``gateway_routes.RoutesFile``) answers an API it does not know
+  with 503 + Retry-After, not 404, until the operator's first push: the saved table may be a push behind.
 - Per-API limits from the routing table: body size (413 before forwarding), request timeout (+ a margin
   over the replica's own, so the replica's 504 normally wins) -> 504, API keys (salted sha256,
   ``api_key_hashes``, compared in constant time) -> 401, also for ``GET /<api>``; ``GET /metrics`` behind
   ``metrics_key_hashes`` when set. Every request to a replica carries the platform secret (``platform_secret``).
-- Also ``GET /<api>`` (status), ``GET /healthz``, ``GET /metrics`` (Prometheus text).
+- Also ``GET /<api>`` (status; its ``endpoint`` is built from the configured ``public_url``, never from the
+  request's Host header), ``GET /healthz``, ``GET /metrics`` (Prometheus text).
 """
 
 from __future__ import annotations
@@ -66,6 +75,7 @@ _RESPONSE_DROP = _HOP_BY_HOP | {
 _log = logging.getLogger("thrifty.gateway")
 _RETRY_AFTER: Headers = [(b"retry-after", b"1")]
 _EJECT_S = 1.0  # how long a replica that refused a connection is skipped
+RESET_RETRIES = 1  # retries of a request after replicas reset it before answering (poison bound)
 _OK = json_response(200, {"status": "ok"})
 
 
@@ -78,6 +88,8 @@ class GatewayApp:
         clock: Callable[[], float] = time.monotonic,
         timeout_margin_s: float = 0.5,
         model_routing: bool = True,
+        reset_retries: int = RESET_RETRIES,
+        public_url: str = "",
         replica_secret: bytes | None = None,
         metrics_key_hashes: tuple[str, ...] = (),
     ) -> None:
@@ -85,6 +97,10 @@ class GatewayApp:
         # Sent to replicas on every request (platform_secret); a client's own copy of the header is dropped.
         self._secret_line = header_line(replica_secret) if replica_secret else b""
         self._metrics_keys = metrics_key_hashes  # empty: /metrics is open, as Prometheus expects
+        self._reset_retries = reset_retries
+        self.public_url = public_url.rstrip("/")  # e.g. http://host:port: the endpoint shown for each API
+        self.boot_id = os.urandom(8).hex()  # a new one per process: the operator sees counters restart
+        self.routes_pushed = False  # until the operator's first push, an unknown API may just be unsaved yet
         self.model_routing = model_routing
         self._rng: RandomSource = rng if rng is not None else random.Random()
         self._clock = clock
@@ -97,10 +113,13 @@ class GatewayApp:
         self.registry.register(ModelMetricsCollector(lambda: list(self.routes.values())))
 
     # -- routing table --------------------------------------------------------------------------------------
-    def set_routes(self, doc: RoutesDoc) -> None:
-        """Replace the whole table at once (in-flight requests keep the routes they started with)."""
+    def set_routes(self, doc: RoutesDoc, *, pushed: bool = True) -> None:
+        """Replace the whole table at once (in-flight requests keep the routes they started with).
+
+        ``pushed=False``: the table saved by a previous gateway process, loaded before listening."""
+        self.routes_pushed = self.routes_pushed or pushed
         old = self.routes
-        self.routes = build_routes(doc, old)
+        self.routes = build_routes(doc, old, self._clock())
         for host, port in removed_endpoints(old, self.routes):
             self._pool.close_host(host, port)
         self._cold.routes_changed(self.routes)
@@ -112,7 +131,7 @@ class GatewayApp:
             apis[r.name] = doc = r.stats.to_json(r, now)
             if r.multi_model:
                 doc["models"] = models_json(r)
-        return {"apis": apis}
+        return {"boot_id": self.boot_id, "apis": apis}
 
     # -- HTTP ----------------------------------------------------------------------------------------------
     def body_limit(self, request: Request) -> int:
@@ -142,14 +161,18 @@ class GatewayApp:
                 return _unauthorized(self._request_id(request))
             return Response(200, generate_latest(self.registry), CONTENT_TYPE_LATEST.encode("ascii"))
         api = name.decode("utf-8", "replace")
+        if not self.routes_pushed:
+            return error_response(
+                503, "gateway_starting", f"the gateway is starting and does not know {api!r} yet",
+                self._request_id(request), _RETRY_AFTER,
+            )  # fmt: skip
         return error_response(404, "api_not_found", f"no API named {api!r} is deployed", self._request_id(request))
 
     def _api_status(self, request: Request, route: ApiRoute) -> Response:
-        host = request.headers.get(b"host", b"").decode("latin-1")
         doc: dict[str, object] = {
             "name": route.name,
             "replicas_ready": route.replicas_ready,
-            "endpoint": f"http://{host}/{route.name}",
+            "endpoint": f"{self.public_url}/{route.name}",
         }
         if route.multi_model:  # an API behind keys answers this to its key holders only (handle)
             doc["models"] = {name: m["versions"] for name, m in models_json(route).items()}
@@ -219,10 +242,13 @@ class GatewayApp:
         model = model_request_key(fwd_path) if route.multi_model and self.model_routing else None
         tried: list[ReplicaState] = []
         tried_idx: set[int] = set()
+        cut: list[ReplicaState] = []  # replicas that reset this request before answering (not draining)
         now = start
         why = "no replica is ready"
+        again = False
+        busy = False  # a replica said its model cache is busy: alive, so no crash to wait out
         while True:
-            if tried:
+            if again:
                 # A retry routes on the table as it is now: a push may have added replicas or marked some
                 # draining since the first attempt.
                 current = self.routes.get(route.name_bytes, route)
@@ -233,7 +259,12 @@ class GatewayApp:
             else:
                 idx = choose_for_model(current, model[0], model[1], now, tried_idx)
             if idx is None:
-                break
+                if busy or not await self._wait_for_replica(current, deadline - now):
+                    break
+                tried = list(cut)  # a replica that refused a connection may take it now; one that reset it, never
+                now = self._clock()
+                again = True
+                continue
             rep = replicas[idx]
             remaining = deadline - now
             if remaining <= 0:
@@ -244,12 +275,16 @@ class GatewayApp:
                     rep.host, rep.port, b"".join((line, rep.authority, b"\r\n", rest, body)), remaining
                 )
             except UpstreamConnectError:
-                rep.ejected_until = self._clock() + _EJECT_S
+                current.lost_s = self._clock()
+                rep.ejected_until = current.lost_s + _EJECT_S
                 why = f"replica {rep.id} refused the connection"  # the address stays out of client answers
             except UpstreamResetError as exc:
+                why = f"replica {rep.id}: {exc.message}"
                 if not rep.draining:
-                    return _upstream_failed(rid, f"replica {rep.id}: {exc.message}")
-                why = exc.message
+                    current.lost_s = self._clock()
+                    cut.append(rep)
+                    if len(cut) > self._reset_retries:
+                        return _upstream_failed(rid, f"{why} (after {len(cut)} replicas did; not retried again)")
             except UpstreamTimeoutError:
                 return error_response(504, "timeout", "no response within the API's request timeout", rid)
             except UpstreamError as exc:
@@ -262,6 +297,7 @@ class GatewayApp:
                     why = f"replica {rep.id} is draining"
                 elif _has_header(up, b"x-thrifty-retry-elsewhere"):
                     why = f"replica {rep.id}: its model cache is busy"
+                    busy = True
                 else:
                     return _relay(up)
             finally:
@@ -269,9 +305,30 @@ class GatewayApp:
             tried.append(rep)
             route.stats.retries += 1
             now = self._clock()
+            again = True
+        if cut:  # cut off, and no other replica took it: the crash may well have been this request's doing
+            return _upstream_failed(rid, f"{why}; no other replica could take the request")
         return error_response(
             503, "no_replica_available", f"no replica of {route.name!r} can take the request ({why})", rid, _RETRY_AFTER
         )
+
+    async def _wait_for_replica(self, route: ApiRoute, remaining_s: float) -> bool:
+        """No replica can take a request now: if the API recently lost a replica (a crash), wait a moment for
+        one (its replacement, an ejection running out), within the request's deadline. False: answer now.
+
+        An API that lost nothing (never had a ready replica, every replica busy) is answered at once."""
+        lost_s = route.lost_s
+        if remaining_s <= 0 or lost_s is None or self.routes.get(route.name_bytes) is None:
+            return False
+        if self._clock() - lost_s > route.cold_start_timeout_s:  # no replacement in a replica's start time
+            return False
+        if route.replicas and all(r.draining for r in route.replicas):
+            return False  # a deliberate drain (the platform is stopping): say so at once
+        if self._cold.held(route.name_bytes) >= route.max_cold_queue:
+            return False
+        # Woken by a table with a ready replica; else retried when an ejection (_EJECT_S) may have run out.
+        await self._cold.wait_ready(route.name_bytes, min(remaining_s, _EJECT_S))
+        return True
 
 
 def _upstream_failed(rid: bytes, why: str) -> Response:

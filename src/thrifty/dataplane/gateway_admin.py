@@ -4,28 +4,34 @@ Every request needs ``Authorization: Bearer <token>`` (the token the platform ke
 by its owner), else 401.
 
 - ``PUT /_thrifty/routes``: body ``{"apis": {"<name>": {"replicas": [{"id", "host", "port", "draining"}],
-  "api_keys_sha256": [...], "max_payload": int, "request_timeout_s": float}}}`` replaces the whole table.
+  "api_keys_sha256": [...], "max_payload": int, "request_timeout_s": float}}}`` replaces the whole table,
+  and saves it (``RoutesFile``) for the gateway's next start, when there is a routes file.
 - ``GET /_thrifty/routes``: the table as the gateway holds it.
-- ``GET /_thrifty/stats``: cumulative counters per API (see ``ApiStats.to_json``); for a multi-model API also
+- ``GET /_thrifty/stats``: ``boot_id`` (new at each gateway start: the counters began again) and ``apis``:
+  cumulative counters per API since that start (see ``ApiStats.to_json``); for a multi-model API also
   ``models``: per model, its versions, the replicas holding each and cache counters (``gateway_models``).
 """
 
 from __future__ import annotations
 
 import hmac
+import logging
 
 from pydantic import ValidationError
 
 from thrifty.dataplane.gateway import GatewayApp
-from thrifty.dataplane.gateway_routes import RoutesDoc
+from thrifty.dataplane.gateway_routes import RoutesDoc, RoutesFile
 from thrifty.dataplane.http_messages import Request, Response, error_response, json_response
 
 MAX_ADMIN_BODY = 16 * 2**20
 
+_log = logging.getLogger("thrifty.gateway")
+
 
 class AdminApp:
-    def __init__(self, gateway: GatewayApp, token: str) -> None:
+    def __init__(self, gateway: GatewayApp, token: str, routes_file: RoutesFile | None = None) -> None:
         self._gateway = gateway
+        self._routes_file = routes_file
         self._expected = b"Bearer " + token.encode("utf-8")
 
     def body_limit(self, request: Request) -> int:
@@ -43,6 +49,11 @@ class AdminApp:
                 except ValidationError as exc:
                     return error_response(400, "invalid_routes", str(exc))
                 self._gateway.set_routes(doc)
+                if self._routes_file is not None:
+                    try:
+                        self._routes_file.save(doc)
+                    except OSError as exc:  # routing goes on; only a restart would start from an older table
+                        _log.error("cannot save the routing table to %s: %s", self._routes_file.path, exc)
                 return json_response(200, {"apis": len(doc.apis)})
             if method == b"GET":
                 return json_response(200, _routes_json(self._gateway))

@@ -1,13 +1,15 @@
 """The gateway process: ``python -m thrifty.dataplane.gateway_main --host H --port P --admin-port 0
---port-file FILE --token-file FILE [--grace-s 30]``.
+--port-file FILE --token-file FILE [--routes-file FILE] [--public-url URL] [--grace-s 30]``.
 
-Binds the public listener and the admin listener (loopback), then writes ``{"port": N, "admin_port": M}``
-to ``--port-file`` atomically. Starts with an empty routing table (every API is 404 until the operator
-pushes routes). For multi-model APIs it polls the replicas for the models they hold (every
-``--model-poll-s``) and routes each request to a replica that holds its model; ``--model-routing off`` (or
-``THRIFTY_MODEL_ROUTING=0`` in the environment, which ``thrifty up`` passes on) routes them like any other
-request, the baseline of ``benchmarks/multimodel``. On SIGTERM/SIGINT: stops accepting, lets in-flight
-requests finish (up to ``--grace-s``), exits 0.
+Loads the routing table saved in ``--routes-file`` (by the previous gateway process, at each push), then
+binds the public listener and the admin listener (loopback), then writes ``{"port": N, "admin_port": M}``
+to ``--port-file`` atomically. Until the operator's first push, an API missing from the loaded table gets
+503 + Retry-After (not 404). ``--public-url`` (default ``http://HOST:PORT`` of the public listener) is the
+base of the endpoint that ``GET /<api>`` shows. For multi-model APIs it polls the replicas for the models
+they hold (every ``--model-poll-s``) and routes each request to a replica that holds its model;
+``--model-routing off`` (or ``THRIFTY_MODEL_ROUTING=0`` in the environment, which ``thrifty up`` passes on)
+routes them like any other request, the baseline of ``benchmarks/multimodel``. On SIGTERM/SIGINT: stops
+accepting, lets in-flight requests finish (up to ``--grace-s``), exits 0.
 
 Caps of the public listener (flag, or the environment variable, else the default; see ``http_server``):
 ``--max-connections`` / ``THRIFTY_MAX_CONNECTIONS`` (10000), ``--head-timeout-s`` / ``THRIFTY_HEAD_TIMEOUT_S``
@@ -33,6 +35,7 @@ from thrifty.dataplane.api_key_hashes import hash_key, new_salt
 from thrifty.dataplane.gateway import GatewayApp
 from thrifty.dataplane.gateway_admin import AdminApp
 from thrifty.dataplane.gateway_models import POLL_INTERVAL_S, ModelPoller
+from thrifty.dataplane.gateway_routes import RoutesFile
 from thrifty.dataplane.gateway_stats import HttpServerCollector
 from thrifty.dataplane.http_server import (
     BODY_TIMEOUT_S,
@@ -59,6 +62,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--port-file", required=True, help='receives {"port": N, "admin_port": M} once listening')
     p.add_argument("--token-file", required=True, help="file holding the admin bearer token")
     p.add_argument("--secret-file", default=None, help="file holding the platform secret replicas require")
+    p.add_argument("--routes-file", help="where the routing table is saved at each push and loaded at start")
+    p.add_argument("--public-url", help="base URL of the APIs' endpoints (default: http://HOST:PORT)")
     p.add_argument("--grace-s", type=float, default=30.0, help="longest wait for in-flight requests on SIGTERM")
     _add_cap(p, "--max-connections", "THRIFTY_MAX_CONNECTIONS", MAX_CONNECTIONS, "most open client connections")
     _add_cap(p, "--head-timeout-s", "THRIFTY_HEAD_TIMEOUT_S", HEAD_TIMEOUT_S, "request head time limit")
@@ -100,6 +105,11 @@ async def serve(
     gateway = GatewayApp(
         pool, model_routing=args.model_routing == "on", replica_secret=secret, metrics_key_hashes=metrics_keys
     )
+    routes_file = RoutesFile(args.routes_file) if args.routes_file else None
+    saved = routes_file.load() if routes_file is not None else None
+    if saved is not None:  # before listening: a restarted gateway routes at once
+        gateway.set_routes(saved, pushed=False)
+        _log.info("loaded the saved routing table (%d APIs) from %s", len(saved.apis), args.routes_file)
     poller = ModelPoller(pool, lambda: list(gateway.routes.values()), interval_s=args.model_poll_s, secret=secret)
     public = HttpServer(
         gateway,
@@ -111,7 +121,7 @@ async def serve(
         keep_alive_timeout_s=args.keep_alive_timeout_s,
     )
     gateway.registry.register(HttpServerCollector(public.stats))
-    admin = HttpServer(AdminApp(gateway, token), host=args.admin_host, port=args.admin_port)
+    admin = HttpServer(AdminApp(gateway, token, routes_file), host=args.admin_host, port=args.admin_port)
     try:
         await public.start()
         await admin.start()
@@ -119,6 +129,7 @@ async def serve(
         print(f"cannot listen: {exc}", file=sys.stderr, flush=True)
         await public.stop(0)
         return EXIT_STARTUP_FAILED
+    gateway.public_url = (args.public_url or f"http://{_url_host(args.host)}:{public.port}").rstrip("/")
     stop = stop_event_on_signals(loop)
     write_atomic(args.port_file, orjson.dumps({"port": public.port, "admin_port": admin.port}))
     _log.info("listening on %s:%d (admin %s:%d)", args.host, public.port, args.admin_host, admin.port)
@@ -131,6 +142,10 @@ async def serve(
     pool.close()
     _log.info("stopped")
     return 0
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
 
 
 def main(argv: list[str] | None = None) -> int:

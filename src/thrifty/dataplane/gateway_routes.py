@@ -3,15 +3,20 @@
 The operator replaces the whole table at once (``PUT /_thrifty/routes``). Live per-replica state (requests
 in flight, ejection after a refused connection, a drain the gateway saw for itself) and per-API counters
 survive a replacement for replicas and APIs that are still there, so figures stay continuous.
+
+``RoutesFile`` keeps the last pushed table on disk (atomic replace, owner-only), so that a gateway
+restarted after a crash routes at once from it instead of waiting for the operator's next push.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from thrifty.dataplane.gateway_stats import ApiStats
+from thrifty.dataplane.process_io import write_atomic
 
 DEFAULT_MAX_PAYLOAD = 10 * 2**20
 
@@ -70,8 +75,8 @@ class ReplicaState:
 
 class ApiRoute:
     __slots__ = (
-        "cold_start_timeout_s", "hold_when_empty", "key_hashes", "max_cold_queue", "max_payload", "model_orders",
-        "multi_model", "name", "name_bytes", "replicas", "stats", "timeout_s",
+        "cold_start_timeout_s", "hold_when_empty", "key_hashes", "lost_s", "max_cold_queue", "max_payload",
+        "model_orders", "multi_model", "name", "name_bytes", "replicas", "stats", "timeout_s",
     )  # fmt: skip
 
     def __init__(
@@ -99,14 +104,20 @@ class ApiRoute:
         self.max_cold_queue = max_cold_queue
         self.multi_model = multi_model
         self.model_orders: dict[bytes, tuple[int, ...]] = {}  # rendezvous order per model, for these replicas
+        # When a replica was last lost (refused a connection, reset a request, or left the table without
+        # draining first: a crash): until a replacement is listed, requests wait for it instead of a 503.
+        self.lost_s: float | None = None
 
     @property
     def replicas_ready(self) -> int:
         return sum(1 for r in self.replicas if not r.draining)
 
 
-def build_routes(doc: RoutesDoc, old: dict[bytes, ApiRoute]) -> dict[bytes, ApiRoute]:
-    """The new live table, reusing replica state and counters of what stays."""
+def build_routes(doc: RoutesDoc, old: dict[bytes, ApiRoute], now_s: float = 0.0) -> dict[bytes, ApiRoute]:
+    """The new live table, reusing replica state and counters of what stays.
+
+    A replica that leaves the table without having been listed as draining was lost (deliberate stops drain
+    first): its API's ``lost_s`` becomes ``now_s``."""
     new: dict[bytes, ApiRoute] = {}
     for name, api in doc.apis.items():
         key = name.encode("utf-8")
@@ -129,6 +140,12 @@ def build_routes(doc: RoutesDoc, old: dict[bytes, ApiRoute]) -> dict[bytes, ApiR
             max_cold_queue=api.max_cold_queue,
             multi_model=api.multi_model,
         )
+        if prev is not None:
+            route = new[key]
+            route.lost_s = prev.lost_s
+            kept = {(r.id, r.host, r.port) for r in replicas}
+            if any(not r.draining and (r.id, r.host, r.port) not in kept for r in prev.replicas):
+                route.lost_s = now_s
     return new
 
 
@@ -137,3 +154,34 @@ def removed_endpoints(old: dict[bytes, ApiRoute], new: dict[bytes, ApiRoute]) ->
     before = {(r.host, r.port) for route in old.values() for r in route.replicas}
     after = {(r.host, r.port) for route in new.values() for r in route.replicas}
     return before - after
+
+
+class RoutesFile:
+    """The last routing table the gateway was given, kept for its next start.
+
+    ``save`` rewrites the file only when the table changed (the operator re-pushes an unchanged table every
+    few seconds). Written with ``write_atomic``: a crash mid-write leaves the previous table, never half of
+    one; the file is created readable by its owner only (it holds API key hashes)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._last: bytes | None = None
+
+    def load(self) -> RoutesDoc | None:
+        """The saved table; None when there is none or it cannot be read (the gateway then starts empty)."""
+        try:
+            data = self.path.read_bytes()
+        except OSError:
+            return None
+        try:
+            doc = RoutesDoc.model_validate_json(data)
+        except ValidationError:
+            return None
+        self._last = doc.model_dump_json().encode("utf-8")
+        return doc
+
+    def save(self, doc: RoutesDoc) -> None:
+        data = doc.model_dump_json().encode("utf-8")
+        if data != self._last:
+            write_atomic(self.path, data)
+            self._last = data

@@ -109,8 +109,9 @@ async def test_reset_before_response(
     gateway: RunningGateway, start_replica: ReplicaFactory, client: httpx.AsyncClient, resetter: Resetter
 ) -> None:
     crashing = {"id": "crashing", "host": "127.0.0.1", "port": resetter.port, "draining": False}
-    # A replica that is not draining and drops the request most likely crashed on it: 502, no retry.
-    gateway.set_routes(test_api={"replicas": [crashing]})
+    # A replica that is not draining and drops the request may have crashed on it: retried on another replica
+    # (test_gateway_crashes.py); with none, the request waits for one within its timeout, then gets 502.
+    gateway.set_routes(test_api={"replicas": [crashing], "request_timeout_s": 0.5})
     resetter.release.set()
     resp = await client.post(gateway.url + "/test-api", json={})
     assert resp.status_code == 502 and resp.json()["error"] == "upstream_failed"

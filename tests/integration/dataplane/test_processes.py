@@ -110,15 +110,17 @@ async def test_engine_style_processes_crash_isolation_and_graceful_stop(tmp_path
         try:
             steady_port = await ready_replica(steady, client)
             crashy_port = await ready_replica(crashy, client)
-            table = {"apis": {"steady": route("steady-1", steady_port), "crashy": route("crashy-1", crashy_port)}}
+            # crashy: a short timeout, as a crashed replica's requests wait (that long) for a replacement.
+            crashy_route = {**route("crashy-1", crashy_port), "request_timeout_s": 1.0}
+            table = {"apis": {"steady": route("steady-1", steady_port), "crashy": crashy_route}}
             admin = f"http://127.0.0.1:{admin_port}/_thrifty"
             auth = {"Authorization": f"Bearer {TOKEN}"}
             assert (await client.put(admin + "/routes", json=table, headers=auth)).status_code == 200
             base = f"http://127.0.0.1:{port}"
             assert (await client.post(base + "/steady", json={"a": 1})).json() == {"payload": {"a": 1}, "type": "dict"}
 
-            # A predictor that kills its own process mid-request: that request fails (502), the requests in
-            # flight on another replica succeed.
+            # A predictor that kills its own process mid-request: with no other replica and no replacement,
+            # that request fails (502) at its timeout; the requests in flight on another replica succeed.
             slow = [asyncio.create_task(client.post(base + "/steady", json={"sleep": 0.3})) for _ in range(3)]
             crash = await client.post(base + "/crashy", json={"exit": 1})
             assert crash.status_code == 502
