@@ -1,4 +1,9 @@
-"""The operator's handle on the gateway process: start it, push the routing table, read its counters."""
+"""The operator's handle on the gateway process: start it, push the routing table, read its counters.
+
+The gateway saves each pushed table in ``run/gateway-routes.json`` and a restarted gateway loads it before it
+listens, so it routes at once. Its counters restart from zero with each process (a new ``boot_id``):
+``stats`` carries them over (``traffic.CounterCarry``), so they stay cumulative for the operator.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ from typing import Any, Protocol
 import httpx
 import orjson
 
+from thrifty.control.traffic import CounterCarry
 from thrifty.engines.identity import AdoptedProcess, ProcessIdentity
 from thrifty.engines.process import ChildProcess, child_env, python_module_args
 from thrifty.errors import ThriftyError
@@ -58,7 +64,9 @@ class GatewayLink:
         self.admin_port: int | None = None
         self.proc: ChildProcess | AdoptedProcess | None = None
         self._client: httpx.AsyncClient | None = None
-        self.generation = 0  # bumped at each (re)start: counters restart from zero
+        self.generation = 0  # bumped at each (re)start: the routes must be pushed again
+        self.routes_path = run_dir / "gateway-routes.json"
+        self._counters = CounterCarry()
 
     @property
     def url(self) -> str:
@@ -89,6 +97,7 @@ class GatewayLink:
             "--admin-port", "0",
             "--port-file", str(port_file),
             "--token-file", str(self._token_path),
+            "--routes-file", str(self.routes_path),
             *(("--secret-file", str(self._secret_path)) if self._secret_path is not None else ()),
         )  # fmt: skip
         self.proc = ChildProcess(args, log_path=self._log_path, env=child_env({}))
@@ -152,7 +161,7 @@ class GatewayLink:
         resp = await self._client.get("/_thrifty/stats")
         resp.raise_for_status()
         data = orjson.loads(resp.content)
-        return data if isinstance(data, dict) else {}
+        return self._counters.carry(data) if isinstance(data, dict) else {}
 
     async def stop(self, grace_s: float) -> None:
         if self._client is not None:

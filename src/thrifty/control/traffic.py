@@ -2,6 +2,11 @@
 
 The gateway keeps cumulative counters and a latency histogram per API; the operator samples them every
 second and keeps a short history, so rates and percentiles come from differences between two snapshots.
+
+A restarted gateway counts from zero again (a new ``boot_id``); ``CounterCarry`` adds, per API, what the
+previous gateway processes had counted at their last snapshot, so the figures the operator keeps
+(``thrifty get``, the autoscaler's in-flight integral) continue and never step back. What a gateway counted
+after its last snapshot before a crash (at most the last second) is lost.
 """
 
 from __future__ import annotations
@@ -72,6 +77,68 @@ def model_rows(models: Any) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+# The cumulative fields of one API's gateway counters (see ``dataplane.gateway_stats.ApiStats.to_json``).
+_SCALARS = ("in_flight_seconds", "retries")
+_LATENCY_SCALARS = ("sum_s", "count")
+
+
+def _add_counters(base: dict[str, Any], api: dict[str, Any]) -> dict[str, Any]:
+    """``api``'s cumulative counters plus ``base``'s (same shape); other fields from ``api``."""
+    out = dict(api)
+    for k in _SCALARS:
+        if k in base or k in api:
+            out[k] = base.get(k, 0) + api.get(k, 0)
+    requests = {**base.get("requests", {})}
+    for k, v in api.get("requests", {}).items():
+        requests[k] = requests.get(k, 0) + v
+    out["requests"] = requests
+    b_lat, a_lat = base.get("latency", {}), api.get("latency", {})
+    if b_lat or a_lat:
+        lat = dict(a_lat) if a_lat else {"bounds_s": b_lat.get("bounds_s", [])}
+        for k in _LATENCY_SCALARS:
+            lat[k] = b_lat.get(k, 0) + a_lat.get(k, 0)
+        b_counts, a_counts = list(b_lat.get("counts", [])), list(a_lat.get("counts", []))
+        n = max(len(b_counts), len(a_counts))
+        lat["counts"] = [
+            (b_counts[i] if i < len(b_counts) else 0) + (a_counts[i] if i < len(a_counts) else 0) for i in range(n)
+        ]
+        out["latency"] = lat
+    return out
+
+
+class CounterCarry:
+    """Keeps the gateway's cumulative counters cumulative across gateway restarts.
+
+    Feed it every snapshot (``carry``): when the ``boot_id`` changes, each API's counters from the previous
+    gateway's last snapshot become that API's offset, added to every later snapshot. An API missing from a
+    snapshot was deleted: its offset goes (an API created again under that name starts from zero, as it
+    does in the gateway). A snapshot without a ``boot_id`` (a fake gateway) passes through unchanged."""
+
+    def __init__(self) -> None:
+        self._boot_id: str | None = None
+        self._last: dict[str, dict[str, Any]] = {}  # per API, the latest snapshot's counters, offset included
+        self._offsets: dict[str, dict[str, Any]] = {}
+
+    def carry(self, stats: dict[str, Any]) -> dict[str, Any]:
+        boot_id = stats.get("boot_id")
+        apis = stats.get("apis")
+        if not isinstance(boot_id, str) or not isinstance(apis, dict):
+            return stats
+        if boot_id != self._boot_id:
+            if self._boot_id is not None:
+                self._offsets = dict(self._last)  # already includes the earlier restarts' offsets
+            self._boot_id = boot_id
+        out: dict[str, Any] = {}
+        for name, api in apis.items():
+            if not isinstance(api, dict):
+                continue
+            offset = self._offsets.get(name)
+            out[name] = _add_counters(offset, api) if offset is not None else api
+        self._offsets = {name: off for name, off in self._offsets.items() if name in out}
+        self._last = out
+        return {**stats, "apis": out}
 
 
 class TrafficHistory:
