@@ -154,7 +154,8 @@ class TrafficHistory:
             self._samples.popleft()
 
     def reset(self) -> None:
-        """The gateway restarted: its counters started again from zero."""
+        """The gateway restarted: rates start again from its next snapshots (``CounterCarry`` keeps the
+        counters themselves cumulative)."""
         self._samples.clear()
 
     def models(self, name: str) -> list[dict[str, Any]]:

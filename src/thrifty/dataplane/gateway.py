@@ -242,7 +242,7 @@ class GatewayApp:
         model = model_request_key(fwd_path) if route.multi_model and self.model_routing else None
         tried: list[ReplicaState] = []
         tried_idx: set[int] = set()
-        cut: list[ReplicaState] = []  # replicas that reset this request before answering (not draining)
+        cut: tuple[ReplicaState, ...] = ()  # replicas that reset this request before answering (not draining)
         now = start
         why = "no replica is ready"
         again = False
@@ -282,7 +282,7 @@ class GatewayApp:
                 why = f"replica {rep.id}: {exc.message}"
                 if not rep.draining:
                     current.lost_s = self._clock()
-                    cut.append(rep)
+                    cut = (*cut, rep)
                     if len(cut) > self._reset_retries:
                         return _upstream_failed(rid, f"{why} (after {len(cut)} replicas did; not retried again)")
             except UpstreamTimeoutError:
