@@ -24,7 +24,7 @@ from thrifty.errors import PredictorLoadError
 @dataclass(frozen=True, slots=True)
 class LoadedPredictor:
     instance: Any
-    predict: Callable[[Any], Any]
+    predict: Callable[[Any], Any] | None  # None: a batch-only predictor (serving.batching set, no predict)
     predict_is_async: bool
     predict_batch: Callable[[list[Any]], Any] | None
     predict_batch_is_async: bool
@@ -106,21 +106,29 @@ def load_predictor(api: ApiConfig, project_dir: Path) -> LoadedPredictor:
     if not isinstance(cls, type):
         raise _contract_error(f"{rel} defines no class named {api.predictor.class_name!r}", f"{rel}:1 in <module>")
     where = _class_where(cls, rel)
-    if not callable(getattr(cls, "predict", None)):
-        raise _contract_error(f"{cls.__name__} has no predict(self, payload) method", where)
-    batch_method = getattr(cls, "predict_batch", None)
-    if api.serving.batching is not None and not callable(batch_method):
+    has_predict = callable(getattr(cls, "predict", None))
+    has_batch = callable(getattr(cls, "predict_batch", None))
+    batching = api.serving.batching is not None
+    if batching and not has_batch:
         raise _contract_error(
             f"serving.batching is set but {cls.__name__} has no predict_batch(self, payloads) method", where
         )
+    if not batching and not has_predict:
+        # A batch-only class is valid with batching; without it nothing would ever be called.
+        hint = " (it has predict_batch: set serving.batching to use it)" if has_batch else ""
+        raise _contract_error(
+            f"{cls.__name__} has no predict(self, payload) method{hint}; add predict, "
+            "or set serving.batching and define predict_batch(self, payloads)",
+            where,
+        )
 
     instance = cls(dict(api.predictor.config))
-    predict = instance.predict
-    predict_batch = instance.predict_batch if api.serving.batching is not None else None
+    predict = instance.predict if has_predict else None
+    predict_batch = instance.predict_batch if batching else None
     return LoadedPredictor(
         instance=instance,
         predict=predict,
-        predict_is_async=inspect.iscoroutinefunction(predict),
+        predict_is_async=predict is not None and inspect.iscoroutinefunction(predict),
         predict_batch=predict_batch,
         predict_batch_is_async=predict_batch is not None and inspect.iscoroutinefunction(predict_batch),
     )

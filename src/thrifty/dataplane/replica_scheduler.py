@@ -96,6 +96,10 @@ class PredictScheduler:
         self._max_calls = serving.max_concurrency
         self._timeout_s = float(serving.request_timeout)
         self._batching = BatchingLimits.from_config(serving.batching) if serving.batching is not None else None
+        if self._batching is None and predictor.predict is None:
+            raise ValueError("a predictor without predict() needs serving.batching (load_predictor refuses it)")
+        # Without batching every request calls predict; a batch-only predictor never reaches these paths.
+        self._predict: Callable[[Any], Any] = predictor.predict or _no_predict
         self._waiters: deque[asyncio.Future[None]] = deque()  # without batching: requests waiting for a slot
         self._jobs: deque[_Job] = deque()  # with batching: requests waiting for a batch
         self._executing = 0  # requests executing
@@ -201,7 +205,7 @@ class PredictScheduler:
         # suspended inside predict(), so the cancellation lands there and nowhere else.
         self._deadlines.add(expiry, deadline, expiry.fire)
         try:
-            return await self._p.predict(payload)
+            return await self._predict(payload)
         except asyncio.CancelledError:
             if expiry.fired:
                 task.uncancel()
@@ -227,7 +231,7 @@ class PredictScheduler:
 
         if self._runner is None:
             raise RuntimeError("a sync predictor needs a ThreadRunner")
-        self._runner.submit(self._p.predict, payload, outcome)
+        self._runner.submit(self._predict, payload, outcome)
         self._deadlines.add(fut, deadline, functools.partial(_expire_future, fut, self._timeout_s))
         try:
             return await fut
@@ -330,6 +334,10 @@ class PredictScheduler:
         if self._batch_timer is not None:
             self._batch_timer.cancel()
             self._batch_timer = None
+
+
+def _no_predict(payload: Any) -> Any:
+    raise RuntimeError("this predictor has only predict_batch")
 
 
 def _expire_future(fut: asyncio.Future[Any], timeout_s: float) -> None:
