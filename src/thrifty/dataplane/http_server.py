@@ -32,8 +32,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import ctypes.util
 import logging
 from collections import deque
+from collections.abc import Callable
 from typing import Protocol
 
 import httptools
@@ -55,6 +58,10 @@ MAX_CONNECTIONS = 10_000
 HEAD_TIMEOUT_S = 10.0
 BODY_TIMEOUT_S = 60.0
 KEEP_ALIVE_TIMEOUT_S = 75.0
+
+# Once this many connections have closed since the peak (and at least half of them), the freed memory is
+# handed back to the OS (glibc keeps freed small blocks otherwise, and the RSS stays at its peak).
+RELEASE_AFTER_CLOSES = 1000
 
 _NEVER = float("inf")
 # What a connection's deadline means when it passes.
@@ -120,6 +127,8 @@ class HttpServer:
         self.date = DateHeader()
         self.stats = HttpServerStats()
         self.connections: set[_Connection] = set()
+        self._peak_connections = 0
+        self._release_memory = _memory_releaser()
         self.stopping = False
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.TimerHandle | None = None
@@ -145,6 +154,11 @@ class HttpServer:
         now = self.now_s = loop.time()
         for conn in [c for c in self.connections if c.deadline <= now]:
             conn.expire()
+        open_now = len(self.connections)
+        if self._peak_connections - open_now >= max(RELEASE_AFTER_CLOSES, open_now):
+            self._peak_connections = open_now
+            self.connections = set(self.connections)  # a set never shrinks its table by itself
+            self._release_memory()
         self._sweeper = loop.call_later(self._sweep_s, self._sweep, loop)
 
     def connection_opened(self, conn: _Connection) -> bool:
@@ -154,6 +168,8 @@ class HttpServer:
             return False
         self.connections.add(conn)
         self.stats.open_connections += 1
+        if len(self.connections) > self._peak_connections:
+            self._peak_connections = len(self.connections)
         return True
 
     def connection_closed(self, conn: _Connection) -> None:
@@ -192,7 +208,7 @@ class _Connection(asyncio.Protocol):
         self._server = server
         self._app = server.app
         self._loop = loop
-        self._parser = httptools.HttpRequestParser(self)
+        self._parser: httptools.HttpRequestParser | None = None  # made on the first byte received
         self._transport: asyncio.Transport | None = None
         self._url = b""
         self._headers = _NO_HEADERS
@@ -228,6 +244,10 @@ class _Connection(asyncio.Protocol):
         self._server.connection_closed(self)
         if self._drain is not None and not self._drain.done():
             self._drain.set_result(None)
+        # The parser holds this protocol's bound methods and the transport holds the protocol: break both
+        # cycles, so that a closed connection is freed at once rather than by a later cyclic GC pass.
+        self._parser = None
+        self._transport = None
 
     def pause_writing(self) -> None:
         self._write_paused = True
@@ -240,8 +260,11 @@ class _Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._ignore_input:
             return
+        parser = self._parser
+        if parser is None:
+            parser = self._parser = httptools.HttpRequestParser(self)
         try:
-            self._parser.feed_data(data)
+            parser.feed_data(data)
         except _StopParsing:
             pass
         except httptools.HttpParserCallbackError as exc:
@@ -283,6 +306,8 @@ class _Connection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         parser = self._parser
+        if parser is None:  # never: callbacks run inside feed_data
+            return
         headers = self._headers
         method = parser.get_method()
         target = request_target(self._url)
@@ -462,6 +487,16 @@ class _Connection(asyncio.Protocol):
     def abort(self) -> None:
         if self._transport is not None:
             self._transport.abort()
+
+
+def _memory_releaser() -> Callable[[], object]:
+    """``malloc_trim(0)`` where the C library has it (glibc), else nothing."""
+    name = ctypes.util.find_library("c")
+    with contextlib.suppress(OSError, AttributeError):
+        trim = ctypes.CDLL(name).malloc_trim if name else None
+        if trim is not None:
+            return lambda: trim(0)
+    return lambda: None
 
 
 def _too_large(limit: int) -> Response:
