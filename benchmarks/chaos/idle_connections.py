@@ -120,9 +120,8 @@ def main() -> int:
                 ask(warm)
                 after = settle(proc.pid)
                 per_conn_kb = (held - before) * 1024 / n
-                print(
-                    f"round {r + 1}: RSS with {n}: {held:.1f} MB ({per_conn_kb:.2f} KB each); after close: {after:.1f} MB"
-                )
+                print(f"round {r + 1}: RSS with {n}: {held:.1f} MB ({per_conn_kb:.2f} KB each)", end="")
+                print(f"; after close: {after:.1f} MB")
                 rounds.append({"held_mb": held, "after_mb": after, "per_connection_kb": per_conn_kb})
             results["before_mb"] = before
             results["rounds"] = rounds
