@@ -84,7 +84,7 @@ def test_target_in_flight_default_counts_batching() -> None:
             "percentage",
         ),
         ("apis:\n  - name: a\n  - name: a\n", "apis", None, "more than once"),
-        ("apis: []\n", "apis", None, "at least 1"),
+        ("apis: []\n", "(top level)", None, "no APIs and no splitters"),
         ("cluster: {engine: kubernetes}\napis:\n  - name: a\n", "cluster.engine", "kubernetes", "'local' or 'ray'"),
     ],
 )

@@ -6,6 +6,7 @@ Field names match the YAML keys. Durations are seconds, sizes bytes, CPU cores a
 
 from __future__ import annotations
 
+import itertools
 import re
 from typing import Any, Literal
 
@@ -13,10 +14,20 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from thrifty.config.limits import Limits
-from thrifty.config.units import CountOrPercent, Cpu, Duration, Size
+from thrifty.config.units import CountOrPercent, Cpu, Duration, Percent, Size
 
 API_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
-RESERVED_API_NAMES = frozenset({"healthz", "readyz", "metrics", "_thrifty", "favicon.ico"})
+RESERVED_API_NAMES = frozenset({"healthz", "readyz", "metrics", "_thrifty", "favicon.ico", "v2"})
+HEADER_NAME_RE = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}$")  # an HTTP token (RFC 9110)
+
+
+def _api_name(v: str) -> str:
+    """An API or splitter name: served at /<name>."""
+    if not API_NAME_RE.match(v):
+        raise ValueError("must match [a-z][a-z0-9-]* and be at most 40 characters")
+    if v in RESERVED_API_NAMES:
+        raise ValueError(f"{v!r} is reserved")
+    return v
 
 
 def _limits(info: ValidationInfo) -> Limits | None:
@@ -109,6 +120,11 @@ class ServingConfig(Strict):
     max_payload: Size = Field(10 * 2**20, gt=0, description="Largest request body; larger gets 413.")
     batching: BatchingConfig | None = Field(
         None, description="Server-side batching; the predictor must define predict_batch(payloads)."
+    )
+    protocol: Literal["thrifty", "v2"] = Field(
+        "thrifty",
+        description="Request protocol: thrifty (POST /<api>, any JSON, text or bytes) or v2 (the Open Inference "
+        "Protocol, KServe V2 REST: POST /v2/models/<api>/infer; the predictor gets {input name: numpy array}).",
     )
 
 
@@ -253,11 +269,7 @@ class ApiConfig(Strict):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if not API_NAME_RE.match(v):
-            raise ValueError("must match [a-z][a-z0-9-]* and be at most 40 characters")
-        if v in RESERVED_API_NAMES:
-            raise ValueError(f"{v!r} is reserved")
-        return v
+        return _api_name(v)
 
     @property
     def target_in_flight(self) -> float:
@@ -265,6 +277,113 @@ class ApiConfig(Strict):
             return self.autoscaling.target_in_flight
         batch = self.serving.batching.max_batch_size if self.serving.batching else 1
         return float(self.serving.max_concurrency * batch)
+
+
+class SplitterBackend(Strict):
+    api: str = Field(..., description="An API that takes a share of the splitter's requests.")
+    weight: float = Field(..., ge=0, le=1_000_000, description="Share of requests, relative to the other backends.")
+
+    _api = field_validator("api")(classmethod(lambda cls, v: _api_name(v)))
+
+
+class ShadowConfig(Strict):
+    api: str = Field(..., description="An API that gets copies of requests; its responses are dropped.")
+    percent: Percent = Field(100.0, gt=0, description="Share of requests copied to it (e.g. 100 or 10%).")
+
+    _api = field_validator("api")(classmethod(lambda cls, v: _api_name(v)))
+
+
+class CanaryConfig(Strict):
+    api: str = Field(..., description="The backend being rolled out; one of the splitter's backends.")
+    steps: list[float] = Field(
+        [5.0, 25.0, 50.0, 100.0],
+        min_length=1,
+        max_length=20,
+        description="Percent of requests the canary gets at each step, increasing, the last one 100 (promotion).",
+    )
+    interval: Duration = Field(120.0, gt=0, description="Time at each step before it is judged.")
+    max_error_rate: Percent = Field(
+        1.0, description="Highest share of the canary's requests that may fail (5xx) in an interval (e.g. 1%)."
+    )
+    max_p99_ratio: float = Field(
+        1.5, gt=0, description="Highest canary p99 latency, as a multiple of the stable backends' p99."
+    )
+    min_requests: int = Field(
+        20,
+        ge=1,
+        description="Fewest canary requests an interval needs to be judged; with fewer the step is held and judged "
+        "again after the next interval.",
+    )
+
+    _api = field_validator("api")(classmethod(lambda cls, v: _api_name(v)))
+
+    @field_validator("steps")
+    @classmethod
+    def _steps(cls, v: list[float]) -> list[float]:
+        if any(not 0 < x <= 100 for x in v):
+            raise ValueError(f"each step is a percent above 0 and at most 100, got {v}")
+        if any(b <= a for a, b in itertools.pairwise(v)):
+            raise ValueError(f"steps must increase, got {v}")
+        if v[-1] != 100:
+            raise ValueError(f"the last step must be 100 (the canary is promoted there), got {v[-1]:g}")
+        return v
+
+
+class SplitterConfig(Strict):
+    """Served at /<name> like an API: each request goes to one backend API by weight (smooth weighted round robin)."""
+
+    name: str = Field(..., description="Splitter name: served at /<name>, like an API; must not be an API's name.")
+    backends: list[SplitterBackend] = Field(
+        ..., min_length=1, max_length=32, description="The APIs that serve this splitter's requests, with weights."
+    )
+    shadow: ShadowConfig | None = Field(None, description="Copies of requests to another API; responses dropped.")
+    sticky_header: str | None = Field(
+        None,
+        description="A request header (e.g. X-User) whose value picks the backend by a stable hash: the same value "
+        "gets the same backend while the weights are unchanged.",
+    )
+    canary: CanaryConfig | None = Field(
+        None, description="Automated canary: move traffic to one backend step by step while it stays healthy."
+    )
+
+    _name = field_validator("name")(classmethod(lambda cls, v: _api_name(v)))
+
+    @field_validator("sticky_header")
+    @classmethod
+    def _header(cls, v: str | None) -> str | None:
+        if v is not None and not HEADER_NAME_RE.match(v):
+            raise ValueError("must be an HTTP header name (letters, digits and -, at most 64 characters)")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SplitterConfig:
+        names = [b.api for b in self.backends]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"backend {dupes[0]!r} is listed more than once; give each API one weight")
+        if self.name in names:
+            raise ValueError(f"splitter {self.name!r} lists itself as a backend; backends are APIs")
+        if sum(b.weight for b in self.backends) <= 0:
+            raise ValueError("the backends' weights add up to 0; at least one weight must be above 0")
+        if self.shadow is not None and self.shadow.api in [*names, self.name]:
+            raise ValueError(
+                f"shadow API {self.shadow.api!r} is also a backend; a shadow only gets copies of requests: "
+                "use another API"
+            )
+        if self.canary is not None:
+            if self.canary.api not in names:
+                raise ValueError(f"canary API {self.canary.api!r} is not one of the backends {names}")
+            if not any(b.weight > 0 for b in self.backends if b.api != self.canary.api):
+                raise ValueError(
+                    f"the canary {self.canary.api!r} needs a stable backend with a weight above 0 to be judged "
+                    "against and to take traffic back on a rollback"
+                )
+        return self
+
+    @property
+    def api_names(self) -> list[str]:
+        """Every API this splitter sends requests to (backends, then the shadow)."""
+        return [b.api for b in self.backends] + ([self.shadow.api] if self.shadow is not None else [])
 
 
 class NodePoolConfig(Strict):
@@ -297,16 +416,23 @@ class ClusterConfig(Strict):
 
 
 class ProjectConfig(Strict):
-    apis: list[ApiConfig] = Field(..., min_length=1, description="The APIs of this project.")
+    """A project holds APIs, splitters, or both. A splitter's backends and shadow name APIs of this project or
+    APIs already deployed from another project: names are checked here, existence at deploy."""
+
+    apis: list[ApiConfig] = Field(default_factory=list, description="The APIs of this project.")
+    splitters: list[SplitterConfig] = Field(
+        default_factory=list, description="Traffic splitters: one URL whose requests go to several APIs by weight."
+    )
     cluster: ClusterConfig = Field(default_factory=ClusterConfig, description="Cluster settings.")
 
-    @field_validator("apis", mode="before")
+    @field_validator("apis", "splitters", mode="before")
     @classmethod
     def _few_apis(cls, v: Any, info: ValidationInfo) -> Any:
         limits = _limits(info)
         if limits is not None and isinstance(v, list) and len(v) > limits.apis_per_project:
+            what = "APIs" if info.field_name == "apis" else "splitters"
             raise ValueError(
-                f"lists {len(v)} APIs; at most {limits.apis_per_project} are allowed in one project "
+                f"lists {len(v)} {what}; at most {limits.apis_per_project} are allowed in one project "
                 f"({limits.setting('apis_per_project')})"
             )
         return v
@@ -320,3 +446,31 @@ class ProjectConfig(Strict):
                 raise ValueError(f"API name {api.name!r} appears more than once")
             seen.add(api.name)
         return v
+
+    @field_validator("splitters")
+    @classmethod
+    def _splitter_names(cls, v: list[SplitterConfig], info: ValidationInfo) -> list[SplitterConfig]:
+        apis = {api.name for api in info.data.get("apis", [])}
+        seen: set[str] = set()
+        for i, splitter in enumerate(v):
+            if splitter.name in seen:
+                raise ValueError(f"splitter name {splitter.name!r} appears more than once")
+            if splitter.name in apis:
+                raise ValueError(
+                    f"splitters[{i}].name {splitter.name!r} is also the name of an API of this project; both would be "
+                    f"served at /{splitter.name}: rename one"
+                )
+            seen.add(splitter.name)
+        for i, splitter in enumerate(v):
+            for name in splitter.api_names:
+                if name in seen:
+                    raise ValueError(
+                        f"splitters[{i}] sends requests to {name!r}, which is a splitter; backends and shadows are APIs"
+                    )
+        return v
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> ProjectConfig:
+        if not self.apis and not self.splitters:
+            raise ValueError("the project has no APIs and no splitters; list at least one under apis or splitters")
+        return self

@@ -100,6 +100,22 @@ def parse_count_or_percent(value: object) -> int | str:
     raise ValueError(f"{value!r} is neither a non-negative count nor a percentage between 0% and 100%")
 
 
+def parse_percent(value: object) -> float:
+    """'1%', '0.5%', 25, 12.5 -> a percentage between 0 and 100 (a bare number is already in percent)."""
+    if not isinstance(value, bool):
+        pct: float | None = None
+        if isinstance(value, int | float):
+            pct = float(value)
+        elif isinstance(value, str):
+            try:
+                pct = float(value.strip().removesuffix("%"))
+            except ValueError:
+                pct = None
+        if pct is not None and 0 <= pct <= 100:
+            return pct
+    raise ValueError(f"{value!r} is not a percentage; use e.g. 1%, 0.5% or 25 (percent, between 0 and 100)")
+
+
 def resolve_count_or_percent(value: int | str, total: int, *, round_up: bool) -> int:
     """Resolve '25%' of ``total`` the way Kubernetes does (surge rounds up, unavailable rounds down)."""
     if isinstance(value, int):
@@ -116,4 +132,6 @@ Size = Annotated[int, BeforeValidator(parse_size)]
 """Bytes; written in YAML as a number of bytes or with a unit (K, M, G, Ki, Mi, Gi, KiB, MiB, ...)."""
 Cpu = Annotated[float, BeforeValidator(parse_cpu)]
 """Cores; written as 1, 0.5 or 500m."""
+Percent = Annotated[float, BeforeValidator(parse_percent)]
+"""Percent (0-100); written as 1%, 0.5% or a number (already in percent)."""
 CountOrPercent = Annotated[int | str, BeforeValidator(parse_count_or_percent), PlainSerializer(lambda v: v)]
