@@ -1,4 +1,5 @@
-"""Load and validate thrifty.yaml. Errors name the file, the YAML path, the line, the value and what is allowed.
+"""Load and validate thrifty.yaml and cluster files. Errors name the file, the YAML path, the line, the value and
+what is allowed.
 
 Every entry point reads through :mod:`thrifty.config.bounded_yaml`, so a config's size, node count and depth
 (aliases expanded) are checked before any Python object is built from it.
@@ -7,17 +8,31 @@ Every entry point reads through :mod:`thrifty.config.bounded_yaml`, so a config'
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from thrifty.config.bounded_yaml import format_path, load_bounded
+from thrifty.config.cluster import ClusterConfig
 from thrifty.config.limits import ENV_VARS, Limits
 from thrifty.config.schema import ProjectConfig
 from thrifty.errors import ConfigError
 
-__all__ = ["CONFIG_NAMES", "find_config", "format_path", "load_config", "parse_file", "parse_text", "validate_data"]
+__all__ = [
+    "CONFIG_NAMES",
+    "find_config",
+    "format_path",
+    "load_cluster",
+    "load_config",
+    "parse_cluster_text",
+    "parse_file",
+    "parse_text",
+    "read_data",
+    "validate_data",
+]
+
+M = TypeVar("M", bound=BaseModel)
 
 CONFIG_NAMES = ("thrifty.yaml", "thrifty.yml")
 
@@ -79,13 +94,25 @@ def validate_data(
     limits: Limits | None = None,
 ) -> ProjectConfig:
     """Validate parsed YAML (or JSON) data. ``source`` names the file in error messages."""
+    return _validate(ProjectConfig, data, source, lines, limits, "a mapping with an 'apis' list", "config")
+
+
+def _validate(
+    model: type[M],
+    data: Any,
+    source: str,
+    lines: dict[tuple[str | int, ...], int] | None,
+    limits: Limits | None,
+    top_level: str,
+    what: str,
+) -> M:
     if not isinstance(data, dict):
         raise ConfigError(
-            f"{source}: the top level must be a mapping with an 'apis' list, got {type(data).__name__}",
+            f"{source}: the top level must be {top_level}, got {type(data).__name__}",
             details={"file": source, "problems": []},
         )
     try:
-        return ProjectConfig.model_validate(data, context={"limits": limits or Limits.from_env()})
+        return model.model_validate(data, context={"limits": limits or Limits.from_env()})
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
@@ -105,25 +132,51 @@ def validate_data(
         )
         noun = "problem" if len(problems) == 1 else "problems"
         raise ConfigError(
-            f"{source}: {len(problems)} {noun} in the config:\n{text}",
+            f"{source}: {len(problems)} {noun} in the {what}:\n{text}",
             details={"file": source, "problems": problems},
         ) from None
+
+
+def read_data(text: str, source: str, limits: Limits | None = None) -> tuple[Any, dict[tuple[str | int, ...], int]]:
+    """(data, line of each YAML path) of a config's text, read through the bounded YAML loader."""
+    data, node = load_bounded(text, source, limits or Limits.from_env())
+    lines: dict[tuple[str | int, ...], int] = {}
+    if node is not None:
+        _line_map(node, (), lines)
+    return data, lines
 
 
 def parse_text(text: str, source: str, limits: Limits | None = None) -> ProjectConfig:
     """Validate a config's text; ``limits`` default to the THRIFTY_MAX_* environment."""
     limits = limits or Limits.from_env()
-    data, node = load_bounded(text, source, limits)
-    lines: dict[tuple[str | int, ...], int] = {}
-    if node is not None:
-        _line_map(node, (), lines)
+    data, lines = read_data(text, source, limits)
     return validate_data(data, source, lines, limits)
+
+
+def parse_cluster_text(text: str, source: str, limits: Limits | None = None) -> ClusterConfig:
+    """Validate a cluster file's text, with the same bounds and located errors as a project's."""
+    limits = limits or Limits.from_env()
+    data, lines = read_data(text, source, limits)
+    return _validate(ClusterConfig, data, source, lines, limits, "a mapping (engine, provider, node_pools, ...)",
+                     "cluster file")  # fmt: skip
+
+
+def load_cluster(path: str | Path, limits: Limits | None = None) -> ClusterConfig:
+    """Read and validate a cluster file; its size is checked before it is read."""
+    limits = limits or Limits.from_env()
+    file = Path(path)
+    return parse_cluster_text(read_text(file, str(file), limits), str(file), limits)
 
 
 def parse_file(file: Path, source: str | None = None, limits: Limits | None = None) -> ProjectConfig:
     """Read and validate a config file; its size is checked before it is read."""
     limits = limits or Limits.from_env()
     source = source or str(file)
+    return parse_text(read_text(file, source, limits), source, limits)
+
+
+def read_text(file: Path, source: str, limits: Limits) -> str:
+    """A config file's text, refused before reading when it is over the size limit."""
     try:
         size = file.stat().st_size
         if size > limits.config_bytes:
@@ -138,7 +191,7 @@ def parse_file(file: Path, source: str | None = None, limits: Limits | None = No
             text = fh.read(limits.config_bytes + 1)  # the file may grow between stat and read
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{source}: cannot read: {exc}", details={"file": source}) from None
-    return parse_text(text, source, limits)
+    return text
 
 
 def load_config(path: str | Path, limits: Limits | None = None) -> tuple[Path, ProjectConfig]:

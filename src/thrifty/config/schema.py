@@ -13,6 +13,7 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from thrifty.config.cluster import POOL_NAME_RE, ClusterConfig
 from thrifty.config.limits import Limits
 from thrifty.config.units import CountOrPercent, Cpu, Duration, Percent, Size
 
@@ -87,6 +88,19 @@ class ComputeConfig(Strict):
         ge=0,
         description="GPUs per replica; fractions below 1 share a GPU (e.g. 0.25), above 1 whole GPUs.",
     )
+    gpu_mem: Size | None = Field(
+        None,
+        gt=0,
+        description="GPU memory per replica (e.g. 4Gi), on one GPU; default: its gpu fraction of the GPU's memory.",
+    )
+    node_pool: list[str] | None = Field(
+        None,
+        description="Run only on nodes of this pool (a name, or a list of names) of the cluster file; default any.",
+    )
+    spot: Literal["prefer", "require", "never"] = Field(
+        "prefer",
+        description="Spot nodes: prefer (spot first, on-demand allowed), require (spot only), never (on-demand only).",
+    )
 
     @field_validator("gpu")
     @classmethod
@@ -94,6 +108,28 @@ class ComputeConfig(Strict):
         if v > 1 and v != int(v):
             raise ValueError("a GPU amount above 1 must be a whole number (fractions share one GPU)")
         return v
+
+    @field_validator("node_pool", mode="before")
+    @classmethod
+    def _one_or_more_pools(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
+
+    @field_validator("node_pool")
+    @classmethod
+    def _pool_names(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None:
+            if not v:
+                raise ValueError("name at least one pool, or leave node_pool out for any pool")
+            bad = [n for n in v if not POOL_NAME_RE.match(n)]
+            if bad:
+                raise ValueError(f"{bad[0]!r} is not a pool name ([a-z][a-z0-9-]*, at most 40 characters)")
+        return v
+
+    @model_validator(mode="after")
+    def _gpu_mem_needs_gpu(self) -> ComputeConfig:
+        if self.gpu_mem is not None and self.gpu == 0:
+            raise ValueError("gpu_mem is set but gpu is 0: set gpu (e.g. 0.25) as well")
+        return self
 
 
 class BatchingConfig(Strict):
@@ -386,35 +422,6 @@ class SplitterConfig(Strict):
         return [b.api for b in self.backends] + ([self.shadow.api] if self.shadow is not None else [])
 
 
-class NodePoolConfig(Strict):
-    name: str = Field(..., pattern=r"^[a-z][a-z0-9-]{0,39}$", description="Pool name.")
-    instance_type: str = Field(..., description="Instance type (e.g. g4dn.xlarge).")
-    cpu: Cpu = Field(..., gt=0, description="CPU cores per node.")
-    mem: Size = Field(..., gt=0, description="Memory per node.")
-    gpu: int = Field(0, ge=0, description="GPUs per node.")
-    gpu_mem: Size | None = Field(None, gt=0, description="Memory per GPU.")
-    price_on_demand: float = Field(..., ge=0, description="On-demand price, USD per hour.")
-    price_spot: float | None = Field(None, ge=0, description="Spot price, USD per hour (spot pools).")
-    spot: bool = Field(False, description="Spot (preemptible) capacity.")
-    min_nodes: int = Field(0, ge=0, description="Fewest nodes.")
-    max_nodes: int = Field(10, ge=1, description="Most nodes.")
-
-
-class SpotConfig(Strict):
-    on_demand_base_capacity: int = Field(0, ge=0, description="Nodes kept on-demand before any spot.")
-    on_demand_percentage_above_base_capacity: int = Field(
-        0, ge=0, le=100, description="Share of on-demand nodes above the base."
-    )
-    on_demand_backup: bool = Field(True, description="Fall back to on-demand when spot capacity is short.")
-
-
-class ClusterConfig(Strict):
-    engine: Literal["local", "ray"] = Field("local", description="Where replicas run.")
-    provider: Literal["local", "simulated", "aws"] = Field("local", description="Where nodes come from.")
-    node_pools: list[NodePoolConfig] = Field(default_factory=list, description="Node pools (not used locally).")
-    spot: SpotConfig = Field(default_factory=SpotConfig, description="Spot / on-demand mix.")
-
-
 class ProjectConfig(Strict):
     """A project holds APIs, splitters, or both. A splitter's backends and shadow name APIs of this project or
     APIs already deployed from another project: names are checked here, existence at deploy."""
@@ -423,7 +430,11 @@ class ProjectConfig(Strict):
     splitters: list[SplitterConfig] = Field(
         default_factory=list, description="Traffic splitters: one URL whose requests go to several APIs by weight."
     )
-    cluster: ClusterConfig = Field(default_factory=ClusterConfig, description="Cluster settings.")
+    cluster: ClusterConfig = Field(
+        default_factory=ClusterConfig,
+        description="Deprecated here: the cluster belongs in its own file (thrifty up --cluster cluster.yaml). "
+        "Accepted with the cluster file's schema for older projects; not used by deploys.",
+    )
 
     @field_validator("apis", "splitters", mode="before")
     @classmethod
