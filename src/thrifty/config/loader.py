@@ -29,6 +29,7 @@ __all__ = [
     "parse_file",
     "parse_text",
     "read_data",
+    "read_text",
     "validate_data",
 ]
 
