@@ -1,0 +1,306 @@
+"""Which node (and which physical GPUs) each replica runs on: best-fit bin packing.
+
+Pure and stateless: the caller passes the nodes and the replicas (placed ones hold capacity, pending ones
+are placed); nothing here reads a clock, logs or does I/O. Same input, same output: nodes are taken in id
+order and every tie is broken by node id, then GPU index.
+
+Rules:
+- A replica fits a node when the node is in a state that takes replicas (``ready``), its pool selector and
+  spot preference allow the node, and CPU, memory and GPUs are free.
+- A fractional replica (0 < gpu < 1) lands on ONE physical GPU, never split: the fractions on a GPU never
+  exceed 1.0 and their GPU memory never exceeds the GPU's. A replica without ``gpu_mem`` reserves its
+  fraction of that GPU's memory, so fractions alone keep memory within bounds.
+- A whole-GPU replica (gpu 1, 2, ...) takes that many GPUs that nothing else uses, whole.
+- Among the nodes that fit, the order of preference is: fewest replicas of the same API already there
+  (an API with two or more replicas spreads over nodes while there is room), a CPU-only replica away from
+  GPU nodes (it would strand their GPUs), spot nodes for ``spot: prefer``, then best fit: the node left
+  with the least free capacity (CPU, memory and GPU shares summed); on a GPU node, the fullest GPU that
+  still fits.
+- Pending replicas go biggest first (GPU, GPU memory, CPU, memory), then by API and id.
+- Every replica that cannot be placed gets a reason naming what was short and where.
+
+Cost: O(replicas x nodes) with a cheap inner loop (two comparisons reject a full node); GPU scans are
+bounded by GPUs per node. ``Packer`` is the reusable core: provisioning packs virtual nodes with it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from thrifty.policy.cluster_types import ClusterReplica, NodeSpec, NodeState, NodeView, ReplicaRequest
+
+EPS = 1e-9
+PLACEABLE_STATES: frozenset[NodeState] = frozenset({"ready"})
+
+
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    replica_id: str
+    api: str
+    node_id: str
+    gpu_indices: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Unplaced:
+    replica_id: str
+    api: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class PlacementDecision:
+    assignments: tuple[Assignment, ...]
+    unplaced: tuple[Unplaced, ...]
+    reason: dict[str, Any]
+
+
+@dataclass(slots=True)
+class _Room:
+    """Free capacity of one node while packing."""
+
+    node: NodeView
+    cpu: float
+    mem: int
+    gpu_free: list[float]
+    gpu_mem_free: list[int]
+    best_gpu: float  # the largest free fraction on any of its GPUs, to reject a node without scanning
+    inv_cpu: float
+    inv_mem: float
+    inv_gpus: float
+    has_gpus: bool
+    api_counts: dict[str, int] = field(default_factory=dict)
+
+    def refresh_best_gpu(self) -> None:
+        self.best_gpu = max(self.gpu_free) if self.gpu_free else 0.0
+
+
+def _room(node: NodeView) -> _Room:
+    s = node.spec
+    return _Room(
+        node=node,
+        cpu=s.cpu,
+        mem=s.mem_bytes,
+        gpu_free=[1.0] * s.gpus,
+        gpu_mem_free=[s.gpu_mem_bytes] * s.gpus,
+        best_gpu=1.0 if s.gpus else 0.0,
+        inv_cpu=1.0 / s.cpu if s.cpu > 0 else 0.0,
+        inv_mem=1.0 / s.mem_bytes if s.mem_bytes > 0 else 0.0,
+        inv_gpus=1.0 / s.gpus if s.gpus else 0.0,
+        has_gpus=s.gpus > 0,
+    )
+
+
+def gpu_mem_need(req: ReplicaRequest, spec: NodeSpec) -> int:
+    """GPU memory a fractional replica reserves on one GPU of a node of ``spec``."""
+    if req.gpu_mem_bytes is not None:
+        return req.gpu_mem_bytes
+    return int(req.gpu * spec.gpu_mem_bytes)
+
+
+def _pick_gpus(room: _Room, req: ReplicaRequest) -> tuple[int, ...] | None:
+    """The GPUs a replica would take on this node, or None. Fraction: the fullest GPU that fits."""
+    g = req.gpu
+    if g <= 0:
+        return ()
+    free = room.gpu_free
+    if g < 1.0:
+        need_mem = gpu_mem_need(req, room.node.spec)
+        best = -1
+        best_left = 2.0
+        for i, f in enumerate(free):
+            left = f - g
+            if left > -EPS and room.gpu_mem_free[i] >= need_mem and left < best_left - EPS:
+                best, best_left = i, left
+        return (best,) if best >= 0 else None
+    want = int(g)
+    if req.gpu_mem_bytes is not None and req.gpu_mem_bytes > room.node.spec.gpu_mem_bytes:
+        return None
+    whole = [i for i, f in enumerate(free) if f >= 1.0 - EPS]
+    return tuple(whole[:want]) if len(whole) >= want else None
+
+
+def _take(room: _Room, replica: ClusterReplica, gpus: tuple[int, ...]) -> None:
+    req = replica.request
+    room.cpu -= req.cpu
+    room.mem -= req.mem_bytes
+    if gpus:
+        if req.gpu < 1.0:
+            i = gpus[0]
+            room.gpu_free[i] -= req.gpu
+            room.gpu_mem_free[i] -= gpu_mem_need(req, room.node.spec)
+        else:
+            for i in gpus:
+                room.gpu_free[i] = 0.0
+                room.gpu_mem_free[i] = 0
+        room.refresh_best_gpu()
+    room.api_counts[replica.api] = room.api_counts.get(replica.api, 0) + 1
+
+
+def placement_order(replicas: Iterable[ClusterReplica]) -> list[ClusterReplica]:
+    """Biggest first (GPU, GPU memory, CPU, memory), then API and id: the order packing goes in."""
+    return sorted(
+        replicas,
+        key=lambda r: (-r.request.gpu, -(r.request.gpu_mem_bytes or 0), -r.request.cpu, -r.request.mem_bytes,
+                       r.api, r.id),
+    )  # fmt: skip
+
+
+class Packer:
+    """Free capacity of a set of nodes, and best-fit placement of one replica at a time onto them."""
+
+    def __init__(self, nodes: Iterable[NodeView], placed: Iterable[ClusterReplica] = ()) -> None:
+        self.rooms: list[_Room] = [_room(n) for n in sorted(nodes, key=lambda n: n.id)]
+        self._index = {r.node.id: i for i, r in enumerate(self.rooms)}
+        self._allowed: dict[tuple[tuple[str, ...], str], list[bool]] = {}
+        for rep in placed:
+            i = self._index.get(rep.node_id or "")
+            if i is not None:
+                _take(self.rooms[i], rep, rep.gpu_indices)
+
+    def add_node(self, node: NodeView) -> None:
+        """A node joins (provisioning's virtual nodes): packed after the others, in the order added."""
+        self._index[node.id] = len(self.rooms)
+        self.rooms.append(_room(node))
+        for key, mask in self._allowed.items():
+            mask.append(_allows(key, node.spec))
+
+    def _mask(self, req: ReplicaRequest) -> list[bool]:
+        key = (req.node_pools, req.spot)
+        mask = self._allowed.get(key)
+        if mask is None:
+            mask = self._allowed[key] = [_allows(key, r.node.spec) for r in self.rooms]
+        return mask
+
+    def place(self, replica: ClusterReplica) -> Assignment | None:
+        """Best node for ``replica`` (see the module docstring), committed; None when nothing fits."""
+        req = replica.request
+        c, m, g = req.cpu - EPS, req.mem_bytes, min(req.gpu, 1.0) - EPS  # g: what one GPU must have free
+        cpu_only = req.gpu <= 0
+        prefer_spot = req.spot == "prefer"
+        api = replica.api
+        mask = self._mask(req)
+        best: _Room | None = None
+        best_gpus: tuple[int, ...] = ()
+        best_rank = 1 << 30
+        best_waste = 0.0
+        for i, room in enumerate(self.rooms):
+            if room.cpu < c or room.mem < m or room.best_gpu < g or not mask[i]:
+                continue
+            rank = room.api_counts.get(api, 0) * 4
+            if cpu_only and room.has_gpus:
+                rank += 2
+            if prefer_spot and not room.node.spec.spot:
+                rank += 1
+            if rank > best_rank:
+                continue
+            gpus = _pick_gpus(room, req) if not cpu_only else ()
+            if gpus is None:
+                continue
+            waste = (room.cpu - req.cpu) * room.inv_cpu + (room.mem - m) * room.inv_mem
+            if room.has_gpus:
+                waste += (sum(room.gpu_free) - (req.gpu if req.gpu < 1 else len(gpus))) * room.inv_gpus
+            if rank < best_rank or waste < best_waste - EPS:
+                best, best_gpus, best_rank, best_waste = room, gpus, rank, waste
+        if best is None:
+            return None
+        _take(best, replica, best_gpus)
+        return Assignment(replica_id=replica.id, api=api, node_id=best.node.id, gpu_indices=best_gpus)
+
+    def why_not(self, replica: ClusterReplica) -> str:
+        """Why ``replica`` fits none of the nodes, naming what was short and by how much."""
+        req = replica.request
+        mask = self._mask(req)
+        eligible = [r for i, r in enumerate(self.rooms) if mask[i]]
+        if not self.rooms:
+            return "no node takes replicas (none is ready)"
+        if not eligible:
+            return f"no ready node allowed by its {_selector(req)}"
+        short: dict[str, int] = {}
+        for room in eligible:
+            if room.cpu < req.cpu - EPS:
+                short["cpu"] = short.get("cpu", 0) + 1
+            if room.mem < req.mem_bytes:
+                short["mem"] = short.get("mem", 0) + 1
+            if req.gpu > 0 and _pick_gpus(room, req) is None:
+                short["gpu"] = short.get("gpu", 0) + 1
+        n = len(eligible)
+        parts = []
+        if "cpu" in short:
+            most = max(r.cpu for r in eligible)
+            parts.append(f"CPU short on {short['cpu']} (needs {req.cpu:g}, most free {max(most, 0):g})")
+        if "mem" in short:
+            most_mem = max(r.mem for r in eligible)
+            parts.append(f"memory short on {short['mem']} (needs {_gib(req.mem_bytes)}, most free {_gib(most_mem)})")
+        if "gpu" in short:
+            parts.append(f"GPU short on {short['gpu']} ({_gpu_need(req)}; most free on one GPU "
+                         f"{max(r.best_gpu for r in eligible):g})")  # fmt: skip
+        detail = "; ".join(parts) if parts else "capacity is taken by other replicas"
+        return f"no room on the {n} eligible node{'s' if n != 1 else ''}: {detail}"
+
+
+def _allows(key: tuple[tuple[str, ...], str], spec: NodeSpec) -> bool:
+    pools, spot = key
+    if pools and spec.pool not in pools:
+        return False
+    if spot == "require":
+        return spec.spot
+    if spot == "never":
+        return not spec.spot
+    return True
+
+
+def _selector(req: ReplicaRequest) -> str:
+    parts = []
+    if req.node_pools:
+        parts.append(f"node_pool {', '.join(req.node_pools)}")
+    if req.spot != "prefer":
+        parts.append(f"spot: {req.spot}")
+    return " and ".join(parts) or "selector"
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.3g}Gi"
+
+
+def _gpu_need(req: ReplicaRequest) -> str:
+    if req.gpu < 1:
+        mem = f" and {_gib(req.gpu_mem_bytes)} of its memory" if req.gpu_mem_bytes is not None else ""
+        return f"needs {req.gpu:g} of one GPU{mem}"
+    return f"needs {int(req.gpu)} whole GPU{'s' if req.gpu >= 2 else ''}"
+
+
+def place(
+    nodes: Sequence[NodeView],
+    replicas: Sequence[ClusterReplica],
+    states: frozenset[NodeState] = PLACEABLE_STATES,
+) -> PlacementDecision:
+    """Place every replica with ``node_id`` None onto ``nodes`` in ``states``; placed replicas hold capacity.
+
+    A placed replica whose node is not listed (or not in ``states``) is ignored: its node is going away.
+    """
+    usable = [n for n in nodes if n.state in states]
+    packer = Packer(usable, (r for r in replicas if r.node_id is not None))
+    pending = placement_order(r for r in replicas if r.node_id is None)
+    assignments: list[Assignment] = []
+    failed: list[ClusterReplica] = []
+    for rep in pending:
+        a = packer.place(rep)
+        if a is None:
+            failed.append(rep)
+        else:
+            assignments.append(a)
+    unplaced = tuple(Unplaced(replica_id=r.id, api=r.api, reason=packer.why_not(r)) for r in failed)
+    reason: dict[str, Any] = {
+        "nodes": len(usable),
+        "pending": len(pending),
+        "placed": len(assignments),
+        "unplaced": len(unplaced),
+        "summary": (
+            f"placed {len(assignments)} of {len(pending)} pending replicas on {len(usable)} nodes"
+            + (f"; {len(unplaced)} cannot be placed" if unplaced else "")
+        ),
+    }
+    return PlacementDecision(assignments=tuple(assignments), unplaced=unplaced, reason=reason)
