@@ -139,13 +139,14 @@ def _take(room: _Room, replica: ClusterReplica, gpus: tuple[int, ...]) -> None:
     room.api_counts[replica.api] = room.api_counts.get(replica.api, 0) + 1
 
 
+def size_order(req: ReplicaRequest, api: str) -> tuple[float, int, float, int, str]:
+    """Sort key, biggest first: GPU, GPU memory, CPU, memory, then API."""
+    return (-req.gpu, -(req.gpu_mem_bytes or 0), -req.cpu, -req.mem_bytes, api)
+
+
 def placement_order(replicas: Iterable[ClusterReplica]) -> list[ClusterReplica]:
     """Biggest first (GPU, GPU memory, CPU, memory), then API and id: the order packing goes in."""
-    return sorted(
-        replicas,
-        key=lambda r: (-r.request.gpu, -(r.request.gpu_mem_bytes or 0), -r.request.cpu, -r.request.mem_bytes,
-                       r.api, r.id),
-    )  # fmt: skip
+    return sorted(replicas, key=lambda r: (size_order(r.request, r.api), r.id))
 
 
 class Packer:

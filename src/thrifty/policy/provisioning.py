@@ -1,0 +1,389 @@
+"""Which nodes to buy and which to release: cheapest capacity for what placement could not place.
+
+Pure: (config, observed nodes and replicas, prior state, now) -> (decision, new state, reason record). Nothing
+here reads a clock, logs or does I/O; ties are broken by pool priority, price, then names and ids.
+
+One tick, in order:
+1. **Fit what is pending** onto the ready and launching nodes (placement's packer; a launching node is
+   capacity already paid for, so it is not bought twice).
+2. **Buy for the rest**, greedily: each round packs one fresh node of every pool with room (below
+   ``max_nodes``) with the remaining replicas, biggest first, and buys the node with the lowest price per
+   unit of work packed. A replica's work is its *fair price*: the cheapest that any pool allowed for it
+   charges for its dominant share of a node (its largest share of CPU, memory, GPUs or GPU memory). A
+   ratio under 1 means co-locating saves money; a half-empty large node scores badly against a small one.
+   Equal ratios go to the lower ``priority``, then the lower price, then the pool name. Replicas no pool
+   can hold, or whose pools are at ``max_nodes``, come back with a reason.
+3. **min_nodes**: launch what each pool lacks.
+4. **Idle nodes**: a ready node with no replica for ``node_idle_timeout`` is released (not before), unless
+   its pool would drop below ``min_nodes``.
+5. **Consolidation** (one node at a time, never while buying): a ready node whose every resource is
+   reserved below ``utilization_threshold`` for ``underused_for``, and whose replicas all fit on the other
+   ready nodes, is cordoned and its replicas get moves. The operator starts each replacement, waits until
+   it is ready, then stops the old replica; when the node is empty it is released here. Moves that have not
+   finished within ``move_timeout`` are given up and the node uncordoned.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from thrifty.config.cluster import ClusterConfig
+from thrifty.policy.cluster_types import ClusterReplica, NodePool, NodeSpec, NodeView, ReplicaRequest
+from thrifty.policy.placement import EPS, Assignment, Packer, Unplaced, gpu_mem_need, placement_order, size_order
+
+CAPACITY_STATES = frozenset({"ready", "launching"})
+
+
+@dataclass(frozen=True, slots=True)
+class ProvisioningConfig:
+    pools: tuple[NodePool, ...]
+    node_idle_timeout_s: float = 300.0
+    consolidation: bool = True
+    utilization_threshold: float = 0.5
+    underused_for_s: float = 120.0
+    move_timeout_s: float = 600.0
+
+    @classmethod
+    def from_cluster(cls, cfg: ClusterConfig) -> ProvisioningConfig:
+        c = cfg.consolidation
+        return cls(pools=cfg.pools(), node_idle_timeout_s=cfg.node_idle_timeout, consolidation=c.enabled,
+                   utilization_threshold=c.utilization_threshold, underused_for_s=c.underused_for,
+                   move_timeout_s=c.move_timeout)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class ProvisioningState:
+    """What the policy remembers between ticks; starts as ``ProvisioningState()``."""
+
+    empty_since: dict[str, float] = field(default_factory=dict)
+    underused_since: dict[str, float] = field(default_factory=dict)
+    consolidating: str | None = None  # the node being emptied
+    consolidating_since_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Launch:
+    pool: str
+    count: int
+    replica_ids: tuple[str, ...]  # the pending replicas these nodes are for (empty: min_nodes)
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    node_id: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Move:
+    """Start a replacement of ``replica_id`` on ``to_node`` (these GPUs); stop the old one once it is ready."""
+
+    replica_id: str
+    api: str
+    from_node: str
+    to_node: str
+    gpu_indices: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ProvisioningDecision:
+    launch: tuple[Launch, ...]
+    release: tuple[Release, ...]
+    cordon: tuple[str, ...]
+    uncordon: tuple[str, ...]
+    moves: tuple[Move, ...]
+    unfit: tuple[Unplaced, ...]  # pending replicas that no launch can hold
+    state: ProvisioningState
+    reason: dict[str, Any]
+
+
+def dominant_share(req: ReplicaRequest, spec: NodeSpec) -> float:
+    """The replica's largest share of one node's CPU, memory, GPUs or GPU memory (inf: it cannot fit)."""
+    if req.cpu > spec.cpu + EPS or req.mem_bytes > spec.mem_bytes:
+        return math.inf
+    share = max(req.cpu / spec.cpu if spec.cpu else 0.0, req.mem_bytes / spec.mem_bytes if spec.mem_bytes else 0.0)
+    if req.gpu <= 0:
+        return share
+    if req.gpu >= 1:
+        if spec.gpus < int(req.gpu) or (req.gpu_mem_bytes or 0) > spec.gpu_mem_bytes:
+            return math.inf
+        return max(share, req.gpu / spec.gpus)
+    mem = gpu_mem_need(req, spec)
+    if spec.gpus == 0 or mem > spec.gpu_mem_bytes:
+        return math.inf
+    return max(share, req.gpu / spec.gpus, mem / (spec.gpus * spec.gpu_mem_bytes))
+
+
+def decide(
+    cfg: ProvisioningConfig,
+    nodes: Sequence[NodeView],
+    replicas: Sequence[ClusterReplica],
+    state: ProvisioningState,
+    now_s: float,
+) -> ProvisioningDecision:
+    """One provisioning tick (see the module docstring)."""
+    live = sorted((n for n in nodes if n.state != "terminating"), key=lambda n: n.id)
+    count: dict[str, int] = {p.name: 0 for p in cfg.pools}
+    for n in live:
+        count[n.spec.pool] = count.get(n.spec.pool, 0) + 1
+    r: dict[str, Any] = {"now_s": now_s, "nodes_by_pool": dict(count), "pending": 0}
+
+    # 1. what is pending, onto ready and launching nodes
+    capacity = Packer((n for n in live if n.state in CAPACITY_STATES), (r_ for r_ in replicas if r_.node_id))
+    pending = placement_order(x for x in replicas if x.node_id is None)
+    virtual: list[Assignment] = []
+    leftover: list[ClusterReplica] = []
+    for rep in pending:
+        a = capacity.place(rep)
+        if a is None:
+            leftover.append(rep)
+        else:
+            virtual.append(a)
+    r.update(pending=len(pending), fit_on_existing=len(virtual), need_new_nodes=len(leftover))
+
+    # 2. buy for the rest; 3. min_nodes
+    launches, unfit = _buy(cfg, leftover, count, r)
+    for pool in cfg.pools:
+        lacking = pool.min_nodes - count[pool.name]
+        if lacking > 0:
+            launches.append(Launch(pool.name, lacking, (), f"pool {pool.name} has {count[pool.name]} nodes; "
+                                   f"min_nodes is {pool.min_nodes}"))  # fmt: skip
+            count[pool.name] += lacking
+
+    # 4. idle nodes
+    used = {x.node_id for x in replicas if x.node_id} | {a.node_id for a in virtual}
+    empty_since: dict[str, float] = {}
+    releases: list[Release] = []
+    min_nodes = {p.name: p.min_nodes for p in cfg.pools}
+    for n in live:
+        if n.state != "ready" or n.id in used:
+            continue
+        since = state.empty_since.get(n.id, now_s)
+        empty_since[n.id] = since
+        idle_s = now_s - since
+        if idle_s >= cfg.node_idle_timeout_s - EPS and count[n.spec.pool] > min_nodes.get(n.spec.pool, 0):
+            releases.append(Release(n.id, f"no replicas for {idle_s:g}s (node_idle_timeout "
+                                    f"{cfg.node_idle_timeout_s:g}s)"))  # fmt: skip
+            count[n.spec.pool] -= 1
+    r["idle"] = {nid: now_s - s for nid, s in empty_since.items()}
+
+    # 5. consolidation
+    c = _Consolidation()
+    if cfg.consolidation:
+        _consolidate(cfg, live, replicas, virtual, capacity, bool(launches or leftover), count, state, now_s,
+                     {x.node_id for x in releases}, c, r)  # fmt: skip
+    releases.extend(c.releases)
+    new_state = ProvisioningState(empty_since=empty_since, underused_since=c.underused_since,
+                                  consolidating=c.node, consolidating_since_s=c.since_s)  # fmt: skip
+
+    summary = []
+    if launches:
+        summary.append("launch " + ", ".join(f"{x.count} x {x.pool}" for x in launches))
+    if releases:
+        summary.append("release " + ", ".join(x.node_id for x in releases))
+    if c.moves:
+        summary.append(f"consolidate {c.cordon[0]}: move {len(c.moves)} replicas")
+    if c.uncordon:
+        summary.append(f"give up consolidating {c.uncordon[0]}")
+    if unfit:
+        summary.append(f"{len(unfit)} replicas fit no pool")
+    r["summary"] = "; ".join(summary) or "hold"
+    return ProvisioningDecision(launch=tuple(launches), release=tuple(releases), cordon=tuple(c.cordon),
+                                uncordon=tuple(c.uncordon), moves=tuple(c.moves), unfit=tuple(unfit),
+                                state=new_state, reason=r)  # fmt: skip
+
+
+def _buy(
+    cfg: ProvisioningConfig, leftover: list[ClusterReplica], count: dict[str, int], r: dict[str, Any]
+) -> tuple[list[Launch], list[Unplaced]]:
+    """Greedy cheapest cover of ``leftover`` with fresh nodes (step 2). Updates ``count``."""
+    unfit: list[Unplaced] = []
+    fair: dict[str, float] = {}
+    kinds: dict[tuple[str, ReplicaRequest], list[ClusterReplica]] = {}
+    for rep in leftover:
+        prices = [p.spec.price_per_hour * dominant_share(rep.request, p.spec) for p in cfg.pools
+                  if rep.request.allows(p.spec)]  # fmt: skip
+        best = min(prices, default=math.inf)
+        if best == math.inf:
+            why = "no pool allowed by its selector" if not prices else "larger than a node of any pool it may use"
+            unfit.append(Unplaced(rep.id, rep.api, why))
+            continue
+        fair[rep.id] = best
+        kinds.setdefault((rep.api, rep.request), []).append(rep)
+    bought: dict[str, list[str]] = {}
+    nodes_bought: dict[str, int] = {}
+    rounds: list[dict[str, Any]] = []
+    serial = 0
+    while kinds:
+        best_key: tuple[float, int, float, str] | None = None
+        best_take: dict[tuple[str, ReplicaRequest], int] = {}
+        trials: dict[str, float | None] = {}
+        for pool in cfg.pools:
+            if count[pool.name] >= pool.max_nodes:
+                trials[pool.name] = None
+                continue
+            take, work = _fill_fresh_node(pool, kinds, fair, serial)
+            serial += 1
+            if not take:
+                trials[pool.name] = None
+                continue
+            ratio = pool.spec.price_per_hour / work if work > 0 else (0.0 if pool.spec.price_per_hour == 0 else 1e18)
+            trials[pool.name] = round(ratio, 6)
+            key = (round(ratio, 9), pool.priority, pool.spec.price_per_hour, pool.name)
+            if best_key is None or key < best_key:
+                best_key, best_take = key, take
+        if len(rounds) < 3:
+            rounds.append({"price_per_work": trials})
+        if best_key is None:
+            break
+        pool_name = best_key[3]
+        count[pool_name] += 1
+        nodes_bought[pool_name] = nodes_bought.get(pool_name, 0) + 1
+        ids = bought.setdefault(pool_name, [])
+        for kind, n in best_take.items():
+            ids.extend(x.id for x in kinds[kind][:n])
+            del kinds[kind][:n]
+            if not kinds[kind]:
+                del kinds[kind]
+    for kind_reps in kinds.values():
+        for rep in kind_reps:
+            full = sorted(p.name for p in cfg.pools if rep.request.allows(p.spec) and count[p.name] >= p.max_nodes)
+            unfit.append(Unplaced(rep.id, rep.api, f"pools at max_nodes: {', '.join(full) or '-'}"))
+    r["buy"] = {"rounds": rounds, "fair_price_per_hour": {k: round(v, 6) for k, v in sorted(fair.items())[:20]}}
+    launches = [
+        Launch(pool, nodes_bought[pool], tuple(ids), f"{len(ids)} pending replicas fit no ready or launching "
+               f"node; {nodes_bought[pool]} x {pool} is the cheapest capacity for them")
+        for pool, ids in bought.items()
+    ]  # fmt: skip
+    return launches, unfit
+
+
+def _fill_fresh_node(
+    pool: NodePool,
+    kinds: dict[tuple[str, ReplicaRequest], list[ClusterReplica]],
+    fair: dict[str, float],
+    serial: int,
+) -> tuple[dict[tuple[str, ReplicaRequest], int], float]:
+    """How many replicas of each kind one fresh node of ``pool`` holds (biggest kinds first), and their work."""
+    packer = Packer([NodeView(id=f"new-{serial}", spec=pool.spec, state="ready", since_s=0.0)])
+    take: dict[tuple[str, ReplicaRequest], int] = {}
+    work = 0.0
+    for kind in sorted(kinds, key=lambda k: size_order(k[1], k[0])):
+        reps = kinds[kind]
+        if not kind[1].allows(pool.spec):
+            continue
+        n = 0
+        for rep in reps:
+            if packer.place(rep) is None:
+                break  # the next one of the same kind fails too
+            n += 1
+            work += fair[rep.id]
+        if n:
+            take[kind] = n
+    return take, work
+
+
+MAX_CONSOLIDATION_TRIES = 8  # candidates tried per tick: bounds the cost at O(8 x replicas x nodes)
+
+
+@dataclass(slots=True)
+class _Consolidation:
+    underused_since: dict[str, float] = field(default_factory=dict)
+    node: str | None = None
+    since_s: float = 0.0
+    cordon: list[str] = field(default_factory=list)
+    uncordon: list[str] = field(default_factory=list)
+    moves: list[Move] = field(default_factory=list)
+    releases: list[Release] = field(default_factory=list)
+
+
+def _utilization(packer: Packer) -> dict[str, float]:
+    """Per node: its most reserved resource's share (CPU, memory, GPUs), from the packer's free capacity."""
+    out: dict[str, float] = {}
+    for room in packer.rooms:
+        s = room.node.spec
+        used = max(1 - room.cpu * room.inv_cpu, 1 - room.mem * room.inv_mem)
+        if room.has_gpus:
+            used = max(used, 1 - sum(room.gpu_free) * room.inv_gpus)
+        out[room.node.id] = used if s.cpu else 1.0
+    return out
+
+
+def _consolidate(
+    cfg: ProvisioningConfig,
+    live: list[NodeView],
+    replicas: Sequence[ClusterReplica],
+    virtual: list[Assignment],
+    capacity: Packer,
+    buying: bool,
+    count: dict[str, int],
+    state: ProvisioningState,
+    now_s: float,
+    released: set[str],
+    c: _Consolidation,
+    r: dict[str, Any],
+) -> None:
+    """Step 5: continue, finish or give up the consolidation in progress, or start one."""
+    on_node: dict[str, list[ClusterReplica]] = {}
+    for x in replicas:
+        if x.node_id:
+            on_node.setdefault(x.node_id, []).append(x)
+    by_id = {n.id: n for n in live}
+    cur = state.consolidating
+    if cur is not None:
+        if cur not in by_id:
+            r["consolidation"] = {"node": cur, "outcome": "node gone"}
+        elif not on_node.get(cur):
+            c.releases.append(Release(cur, "consolidated: its replicas run on the other nodes"))
+            count[by_id[cur].spec.pool] -= 1
+            r["consolidation"] = {"node": cur, "outcome": "released"}
+        elif now_s - state.consolidating_since_s >= cfg.move_timeout_s - EPS:
+            c.uncordon.append(cur)
+            r["consolidation"] = {"node": cur, "outcome": f"moves unfinished after {cfg.move_timeout_s:g}s: uncordon"}
+        else:
+            c.node, c.since_s = cur, state.consolidating_since_s
+            r["consolidation"] = {"node": cur, "outcome": "moving", "replicas_left": len(on_node[cur])}
+        return
+    util = _utilization(capacity)
+    targets = {a.node_id for a in virtual}
+    min_nodes = {p.name: p.min_nodes for p in cfg.pools}
+    candidates: list[tuple[float, float, str]] = []
+    for n in live:
+        u = util.get(n.id)
+        if n.state != "ready" or u is None or not on_node.get(n.id) or n.id in targets or n.id in released:
+            continue
+        if u < cfg.utilization_threshold - EPS:
+            since = c.underused_since[n.id] = state.underused_since.get(n.id, now_s)
+            if now_s - since >= cfg.underused_for_s - EPS and count[n.spec.pool] > min_nodes.get(n.spec.pool, 0):
+                candidates.append((u, -n.spec.price_per_hour, n.id))
+    r["consolidation"] = {"underused": {k: round(util[k], 4) for k in sorted(c.underused_since)}}
+    if buying or not candidates:
+        if buying and candidates:
+            r["consolidation"]["outcome"] = "not while buying nodes"
+        return
+    pending_by_id = {x.id: x for x in replicas if x.node_id is None}
+    planned = [ClusterReplica(a.replica_id, a.api, pending_by_id[a.replica_id].request, a.node_id, a.gpu_indices)
+               for a in virtual]  # fmt: skip
+    tried = []
+    for _, _, node_id in sorted(candidates)[:MAX_CONSOLIDATION_TRIES]:
+        others = [n for n in live if n.state == "ready" and n.id != node_id and n.id not in released]
+        packer = Packer(others, [x for x in replicas if x.node_id and x.node_id != node_id] + planned)
+        moves = []
+        for rep in placement_order(on_node[node_id]):
+            a = packer.place(ClusterReplica(rep.id, rep.api, rep.request))
+            if a is None:
+                break
+            moves.append(Move(rep.id, rep.api, node_id, a.node_id, a.gpu_indices))
+        tried.append(node_id)
+        if len(moves) == len(on_node[node_id]):
+            c.cordon.append(node_id)
+            c.moves.extend(moves)
+            c.node, c.since_s = node_id, now_s
+            r["consolidation"].update(node=node_id, outcome="start", utilization=round(util[node_id], 4),
+                                      moves=len(moves))  # fmt: skip
+            return
+    r["consolidation"].update(outcome="no underused node's replicas fit on the others", tried=tried)
