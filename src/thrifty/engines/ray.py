@@ -1,0 +1,286 @@
+"""The Ray engine: each replica is the same replica server process, owned by a Ray actor on a chosen node.
+
+The actor (``ray_replica_host.ReplicaHost``) reserves the replica's ``compute`` in Ray's accounting
+(``num_cpus``, ``num_gpus`` (fractions allowed), ``memory``) and is pinned to the node placement chose
+(``NodeAffinitySchedulingStrategy(node_id, soft=False)``); it starts ``python -m
+thrifty.dataplane.replica_main`` with the spec, port, status and secret files, and reports host, port and
+status. The gateway routes to the replica over HTTP as with the local engine: Ray carries no request.
+A replica with a GPU fraction sees only the GPU Ray gave its actor (``CUDA_VISIBLE_DEVICES``) and gets its
+memory share in ``THRIFTY_GPU_MEMORY_FRACTION`` (``gpu_limits``).
+
+``observe()`` is synchronous and cheap: a poller task asks every actor for its status every
+``poll_interval_s`` and keeps the last answers. A dead actor, or an actor whose node died, is observed as
+an exited replica with an error (``replica_actor_died``, the reason Ray gave), which the operator replaces
+as it does a crashed local replica.
+
+Actors are named (``thrifty-replica-<id>``) and detached in the ``thrifty`` namespace, so when the
+operator crashes the replicas keep serving on a cluster that outlives it (``address:``), and ``adopt``
+takes them back by name.
+
+On this machine (a head started here, simulated nodes) paths are shared: the project folder, the secret
+file, the run folder and the log are the platform home's. A cluster of several machines would need thrifty
+installed on every node, the project shipped as its archive through the object store (``ray.put`` of
+``thrifty.project_archive``'s bytes, unpacked by the actor into a node-local folder), the platform secret
+delivered to each node out of band (not as a task argument: those are visible in Ray's state), logs
+streamed back, and the replica bound to the node's address rather than loopback (``replica_host=None``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import orjson
+import ray
+from ray.exceptions import GetTimeoutError, RayActorError
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from thrifty.dataplane.platform_secret import ensured_secret_file
+from thrifty.engines.base import ReplicaLaunch, ReplicaObservation
+from thrifty.engines.gpu_limits import gpu_memory_fraction
+from thrifty.engines.identity import UNKNOWN_EXIT_CODE, ProcessIdentity
+from thrifty.engines.process import python_module_args
+from thrifty.engines.ray_cluster import NAMESPACE
+from thrifty.engines.ray_replica_host import ReplicaHost, ReplicaProcessSpec
+
+REPLICA_MODULE = "thrifty.dataplane.replica_main"
+ACTOR_PREFIX = "thrifty-replica-"
+ACTOR_DIED = "replica_actor_died"
+
+
+@dataclass(frozen=True, slots=True)
+class RayPlacement:
+    """Where placement put a replica: the Ray node, and the memory of one GPU there (for its GPU cap)."""
+
+    node_id: str
+    gpu_mem_bytes: int = 0
+
+
+@dataclass
+class _Replica:
+    launch: ReplicaLaunch
+    actor: Any  # ray.actor.ActorHandle
+    started_s: float
+    node_id: str | None
+    status: dict[str, Any] | None = None
+    died: str | None = None  # Ray's account of the actor's death
+    stop_requested: bool = False
+    done: bool = False  # stopped on request and gone: dropped at the next observe
+
+
+def actor_name(replica_id: str) -> str:
+    return f"{ACTOR_PREFIX}{replica_id}"
+
+
+def _death_message(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    reason = [line for line in lines if "died" in line or "terminated" in line or "node" in line.lower()]
+    return " ".join(reason[-2:] or lines[:1]) or type(exc).__name__
+
+
+def actor_options(launch: ReplicaLaunch, placement: RayPlacement | None) -> dict[str, Any]:
+    """The replica's reservation and pinning, from its ``compute`` (pure; for tests and the benchmark)."""
+    compute = launch.config.get("compute", {})
+    options: dict[str, Any] = {
+        "name": actor_name(launch.replica_id),
+        "namespace": NAMESPACE,
+        "lifetime": "detached",
+        "num_cpus": float(compute.get("cpu", 1.0)),
+        "num_gpus": float(compute.get("gpu", 0) or 0),
+        "max_restarts": 0,  # a lost replica is replaced by the operator, with a new id and its own reason
+    }
+    mem = compute.get("mem")
+    if mem:
+        options["memory"] = int(mem)
+    if placement is not None:
+        options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(placement.node_id, soft=False)
+    return options
+
+
+class RayEngine:
+    def __init__(
+        self,
+        home: Path,
+        *,
+        replica_host: str | None = "127.0.0.1",
+        default_grace_s: float = 30.0,
+        poll_interval_s: float = 0.25,
+        status_timeout_s: float = 5.0,
+    ) -> None:
+        """``ray`` must be connected (``RayCluster.connect``). ``replica_host``: the address replicas bind;
+        None binds the node's address as Ray knows it (needed when nodes are other machines)."""
+        self._home = home
+        self._host = replica_host
+        self._grace_s = default_grace_s
+        self._poll_s = poll_interval_s
+        self._status_timeout_s = status_timeout_s
+        self._replicas: dict[str, _Replica] = {}
+        self._remote_host = ray.remote(ReplicaHost)
+        self._poller: asyncio.Task[None] | None = None
+
+    def log_path(self, api: str, replica_id: str) -> Path:
+        return self._home / "logs" / api / f"{replica_id}.log"
+
+    def _args(self, launch: ReplicaLaunch, run_dir: Path) -> list[str]:
+        timeout = float(launch.config.get("serving", {}).get("request_timeout", 0))
+        return python_module_args(
+            REPLICA_MODULE,
+            "--spec", str(run_dir / "spec.json"),
+            "--project-dir", launch.project_dir,
+            "--replica-id", launch.replica_id,
+            "--port", "0",
+            "--port-file", str(run_dir / "port"),
+            "--status-file", str(run_dir / "status.json"),
+            "--grace-s", str(max(self._grace_s, timeout + 5.0)),
+            "--cache-dir", str(self._home / "cache" / launch.api / launch.replica_id),
+            "--secret-file", str(ensured_secret_file(self._home)),
+        )  # fmt: skip
+
+    async def start_replica(
+        self, launch: ReplicaLaunch, placement: RayPlacement | None = None
+    ) -> ProcessIdentity | None:
+        """Create the replica's actor (pinned to ``placement``'s node when given). No local process: None."""
+        run_dir = self._home / "run" / "replicas" / launch.replica_id
+        compute = launch.config.get("compute", {})
+        fraction = gpu_memory_fraction(
+            float(compute.get("gpu", 0) or 0),
+            compute.get("gpu_mem"),
+            placement.gpu_mem_bytes if placement is not None else 0,
+        )
+        spec = ReplicaProcessSpec(
+            args=self._args(launch, run_dir),
+            run_dir=str(run_dir),
+            spec_json=orjson.dumps(launch.config),
+            cwd=launch.project_dir,
+            log_path=str(self.log_path(launch.api, launch.replica_id)),
+            env={**launch.env, "THRIFTY_API": launch.api, "THRIFTY_REPLICA_ID": launch.replica_id},
+            gpu_memory_fraction=fraction,
+        )
+        actor = self._remote_host.options(**actor_options(launch, placement)).remote(spec, self._host)
+        node_id = placement.node_id if placement is not None else None
+        self._replicas[launch.replica_id] = _Replica(launch, actor, time.time(), node_id)
+        self._ensure_poller()
+        return None
+
+    def adopt(self, replica_id: str, api: str, revision: str, started_s: float) -> bool:
+        """Take over the named actor a previous operator started; False when it is gone."""
+        try:
+            actor = ray.get_actor(actor_name(replica_id), namespace=NAMESPACE)
+        except ValueError:
+            return False
+        launch = ReplicaLaunch(replica_id=replica_id, api=api, revision=revision, config={}, project_dir="")
+        self._replicas[replica_id] = _Replica(launch, actor, started_s, None)
+        self._ensure_poller()
+        return True
+
+    def _ensure_poller(self) -> None:
+        if self._poller is None or self._poller.done():
+            self._poller = asyncio.get_running_loop().create_task(self._poll_forever())
+
+    async def _poll_forever(self) -> None:
+        while True:
+            await self.poll()
+            await asyncio.sleep(self._poll_s)
+
+    async def poll(self) -> None:
+        """Ask every live actor for its status once (the poller does this; tests may call it directly)."""
+        reps = [r for r in self._replicas.values() if r.died is None and not r.done]
+        await asyncio.gather(*(self._poll_one(r) for r in reps))
+
+    async def _poll_one(self, rep: _Replica) -> None:
+        try:
+            status = await asyncio.wait_for(rep.actor.status.remote(), self._status_timeout_s)
+        except TimeoutError:
+            return  # not scheduled yet (waiting for room on its node) or busy: still starting
+        except (RayActorError, GetTimeoutError) as exc:
+            rep.died = _death_message(exc)
+            if rep.stop_requested:
+                rep.done = True
+            return
+        rep.status = status
+        rep.node_id = status.get("node_id") or rep.node_id
+        if rep.stop_requested and status.get("exit_code") is not None and not rep.done:
+            rep.done = True
+            await self._release(rep)
+
+    async def _release(self, rep: _Replica) -> None:
+        with contextlib.suppress(RayActorError):
+            await rep.actor.remove_files.remote()
+        ray.kill(rep.actor)
+
+    async def stop_replica(self, replica_id: str, grace_s: float) -> None:
+        rep = self._replicas.get(replica_id)
+        if rep is None or rep.stop_requested:
+            return
+        rep.stop_requested = True
+        if rep.died is not None:
+            rep.done = True
+            return
+        try:
+            await rep.actor.begin_stop.remote(grace_s)
+        except RayActorError as exc:
+            rep.died, rep.done = _death_message(exc), True
+
+    def observe(self) -> list[ReplicaObservation]:
+        out: list[ReplicaObservation] = []
+        for rid, rep in list(self._replicas.items()):
+            if rep.done:
+                del self._replicas[rid]  # asked to stop and did: nothing left to report
+                continue
+            st = rep.status or {}
+            base = ReplicaObservation(
+                replica_id=rid,
+                api=rep.launch.api,
+                revision=rep.launch.revision,
+                state="starting",
+                started_s=rep.started_s,
+                host=st.get("host") or "127.0.0.1",
+                port=st.get("port"),
+                pid=st.get("pid"),
+                log_path=str(self.log_path(rep.launch.api, rid)),
+            )
+            if rep.died is not None:
+                error = {"error": ACTOR_DIED, "message": rep.died, "where": rep.node_id or "", "traceback": ""}
+                out.append(replace(base, state="exited", exit_code=UNKNOWN_EXIT_CODE, error=error))
+            elif st.get("exit_code") is not None:
+                out.append(replace(base, state="exited", exit_code=st["exit_code"], error=st.get("error")))
+            elif rep.stop_requested:
+                out.append(replace(base, state="stopping"))
+            elif st.get("ready") and st.get("port") is not None:
+                out.append(replace(base, state="ready"))
+            else:
+                out.append(base)
+        return out
+
+    def node_of(self, replica_id: str) -> str | None:
+        """The Ray node the replica runs on (as its actor reports it), if known."""
+        rep = self._replicas.get(replica_id)
+        return rep.node_id if rep is not None else None
+
+    def forget(self, replica_id: str) -> None:
+        rep = self._replicas.pop(replica_id, None)
+        if rep is not None and rep.died is None:
+            with contextlib.suppress(RayActorError):
+                ray.kill(rep.actor)  # the process has exited: give back what its actor reserves
+
+    async def close(self, grace_s: float) -> None:
+        """Stop every replica (drain up to ``grace_s``), then kill the actors that are left."""
+        for rid in list(self._replicas):
+            await self.stop_replica(rid, grace_s)
+        deadline = time.monotonic() + grace_s + 5.0
+        while any(not r.done for r in self._replicas.values()) and time.monotonic() < deadline:
+            await self.poll()
+            await asyncio.sleep(0.05)
+        if self._poller is not None:
+            self._poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._poller
+        for rep in self._replicas.values():
+            if rep.died is None:
+                with contextlib.suppress(RayActorError):
+                    ray.kill(rep.actor)
+        self._replicas.clear()
