@@ -144,6 +144,37 @@ def size_order(req: ReplicaRequest, api: str) -> tuple[float, int, float, int, s
     return (-req.gpu, -(req.gpu_mem_bytes or 0), -req.cpu, -req.mem_bytes, api)
 
 
+def how_many_fit(room: _Room, req: ReplicaRequest, most: int) -> int:
+    """How many replicas of one request fit in ``room`` (at most ``most``), as one-at-a-time placement would put."""
+    n = most
+    if req.cpu > 0:
+        n = min(n, int((room.cpu + EPS) / req.cpu))
+    if req.mem_bytes > 0:
+        n = min(n, room.mem // req.mem_bytes)
+    if req.gpu <= 0 or n <= 0:
+        return max(n, 0)
+    if req.gpu >= 1:
+        whole = sum(1 for f in room.gpu_free if f >= 1.0 - EPS)
+        if req.gpu_mem_bytes is not None and req.gpu_mem_bytes > room.node.spec.gpu_mem_bytes:
+            return 0
+        return min(n, whole // int(req.gpu))
+    need = gpu_mem_need(req, room.node.spec)
+    per_gpu = 0
+    for i, f in enumerate(room.gpu_free):
+        k = int((f + EPS) / req.gpu)
+        if need > 0:
+            k = min(k, room.gpu_mem_free[i] // need)
+        per_gpu += k
+    return min(n, per_gpu)
+
+
+def take_many(room: _Room, replicas: Sequence[ClusterReplica]) -> None:
+    """Reserve ``replicas`` (known to fit: see ``how_many_fit``) in ``room``, each as ``Packer.place`` would."""
+    for rep in replicas:
+        gpus = _pick_gpus(room, rep.request)
+        _take(room, rep, gpus or ())
+
+
 def placement_order(replicas: Iterable[ClusterReplica]) -> list[ClusterReplica]:
     """Biggest first (GPU, GPU memory, CPU, memory), then API and id: the order packing goes in."""
     return sorted(replicas, key=lambda r: (size_order(r.request, r.api), r.id))

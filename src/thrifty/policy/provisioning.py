@@ -32,7 +32,17 @@ from typing import Any
 
 from thrifty.config.cluster import ClusterConfig
 from thrifty.policy.cluster_types import ClusterReplica, NodePool, NodeSpec, NodeView, ReplicaRequest
-from thrifty.policy.placement import EPS, Assignment, Packer, Unplaced, gpu_mem_need, placement_order, size_order
+from thrifty.policy.placement import (
+    EPS,
+    Assignment,
+    Packer,
+    Unplaced,
+    gpu_mem_need,
+    how_many_fit,
+    placement_order,
+    size_order,
+    take_many,
+)
 
 CAPACITY_STATES = frozenset({"ready", "launching"})
 
@@ -197,63 +207,104 @@ def decide(
                                 state=new_state, reason=r)  # fmt: skip
 
 
+Kind = int  # index of (API, request): replicas of one API with one request are interchangeable when buying
+
+
+@dataclass(frozen=True, slots=True)
+class _Fill:
+    """One fresh node of a pool packed with the remaining replicas: how many of each kind it takes."""
+
+    take: dict[Kind, int]
+    exhausted: dict[Kind, int]  # kinds it took all of: valid only while exactly that many remain
+    ratio: float  # price per unit of work (lower is better)
+
+    def valid(self, kinds: dict[Kind, list[ClusterReplica]]) -> bool:
+        for kind, n in self.take.items():
+            left = len(kinds.get(kind, ()))
+            if left < n or (kind in self.exhausted and left != self.exhausted[kind]):
+                return False
+        return True
+
+    def repeats_valid(self, winner: _Fill, kinds: dict[Kind, list[ClusterReplica]]) -> int:
+        """How many times ``winner`` can be bought with this fill still valid (at least 1: it is recomputed)."""
+        most = 1 << 30
+        for kind, n in self.take.items():
+            w = winner.take.get(kind, 0)
+            if w:
+                most = 1 if kind in self.exhausted else min(most, (len(kinds[kind]) - n) // w)
+        return max(1, most)
+
+
 def _buy(
     cfg: ProvisioningConfig, leftover: list[ClusterReplica], count: dict[str, int], r: dict[str, Any]
 ) -> tuple[list[Launch], list[Unplaced]]:
-    """Greedy cheapest cover of ``leftover`` with fresh nodes (step 2). Updates ``count``."""
+    """Greedy cheapest cover of ``leftover`` with fresh nodes (step 2). Updates ``count``.
+
+    A pool's fill is kept while the replicas it took are still there, so a round only repacks the pools the
+    last purchase changed; and the winner is bought as many times at once as every fill stays valid (the
+    same choice the one-at-a-time loop would make, round after round).
+    """
     unfit: list[Unplaced] = []
-    fair: dict[str, float] = {}
-    kinds: dict[tuple[str, ReplicaRequest], list[ClusterReplica]] = {}
+    fair: dict[Kind, float] = {}
+    kinds: dict[Kind, list[ClusterReplica]] = {}
+    kind_of: dict[tuple[str, ReplicaRequest], Kind] = {}
     for rep in leftover:
-        prices = [p.spec.price_per_hour * dominant_share(rep.request, p.spec) for p in cfg.pools
-                  if rep.request.allows(p.spec)]  # fmt: skip
-        best = min(prices, default=math.inf)
-        if best == math.inf:
-            why = "no pool allowed by its selector" if not prices else "larger than a node of any pool it may use"
+        kind = kind_of.setdefault((rep.api, rep.request), len(kind_of))
+        if kind not in fair:
+            prices = [p.spec.price_per_hour * dominant_share(rep.request, p.spec) for p in cfg.pools
+                      if rep.request.allows(p.spec)]  # fmt: skip
+            fair[kind] = min(prices, default=math.inf)
+            if not prices:
+                fair[kind] = -1.0  # marks "no pool allowed"
+        if fair[kind] == math.inf or fair[kind] < 0:
+            why = "no pool allowed by its selector" if fair[kind] < 0 else "larger than a node of any pool it may use"
             unfit.append(Unplaced(rep.id, rep.api, why))
             continue
-        fair[rep.id] = best
-        kinds.setdefault((rep.api, rep.request), []).append(rep)
+        kinds.setdefault(kind, []).append(rep)
+    shape = {k: key for key, k in kind_of.items()}
+    order = sorted(kinds, key=lambda k: size_order(shape[k][1], shape[k][0]))
     bought: dict[str, list[str]] = {}
     nodes_bought: dict[str, int] = {}
     rounds: list[dict[str, Any]] = []
-    serial = 0
+    fills: dict[str, _Fill | None] = {}
     while kinds:
-        best_key: tuple[float, int, float, str] | None = None
-        best_take: dict[tuple[str, ReplicaRequest], int] = {}
-        trials: dict[str, float | None] = {}
+        best: tuple[tuple[float, int, float, str], NodePool, _Fill] | None = None
         for pool in cfg.pools:
             if count[pool.name] >= pool.max_nodes:
-                trials[pool.name] = None
+                fills[pool.name] = None
                 continue
-            take, work = _fill_fresh_node(pool, kinds, fair, serial)
-            serial += 1
-            if not take:
-                trials[pool.name] = None
+            f = fills.get(pool.name)
+            if pool.name not in fills or (f is not None and not f.valid(kinds)):
+                f = fills[pool.name] = _fill_fresh_node(pool, order, shape, kinds, fair)
+            if f is None:
                 continue
-            ratio = pool.spec.price_per_hour / work if work > 0 else (0.0 if pool.spec.price_per_hour == 0 else 1e18)
-            trials[pool.name] = round(ratio, 6)
-            key = (round(ratio, 9), pool.priority, pool.spec.price_per_hour, pool.name)
-            if best_key is None or key < best_key:
-                best_key, best_take = key, take
+            key = (round(f.ratio, 9), pool.priority, pool.spec.price_per_hour, pool.name)
+            if best is None or key < best[0]:
+                best = (key, pool, f)
         if len(rounds) < 3:
-            rounds.append({"price_per_work": trials})
-        if best_key is None:
+            rounds.append({"price_per_work": {p: None if f is None else round(f.ratio, 6) for p, f in fills.items()}})
+        if best is None:
             break
-        pool_name = best_key[3]
-        count[pool_name] += 1
-        nodes_bought[pool_name] = nodes_bought.get(pool_name, 0) + 1
-        ids = bought.setdefault(pool_name, [])
-        for kind, n in best_take.items():
-            ids.extend(x.id for x in kinds[kind][:n])
-            del kinds[kind][:n]
+        _, pool, win = best
+        times = pool.max_nodes - count[pool.name]
+        for f in fills.values():
+            if f is not None:
+                times = min(times, f.repeats_valid(win, kinds))
+        count[pool.name] += times
+        nodes_bought[pool.name] = nodes_bought.get(pool.name, 0) + times
+        ids = bought.setdefault(pool.name, [])
+        for kind, n in win.take.items():
+            ids.extend(x.id for x in kinds[kind][: n * times])
+            del kinds[kind][: n * times]
             if not kinds[kind]:
                 del kinds[kind]
     for kind_reps in kinds.values():
         for rep in kind_reps:
             full = sorted(p.name for p in cfg.pools if rep.request.allows(p.spec) and count[p.name] >= p.max_nodes)
             unfit.append(Unplaced(rep.id, rep.api, f"pools at max_nodes: {', '.join(full) or '-'}"))
-    r["buy"] = {"rounds": rounds, "fair_price_per_hour": {k: round(v, 6) for k, v in sorted(fair.items())[:20]}}
+    fair_by_api = {shape[k][0]: round(v, 6) for k, v in sorted(fair.items(), key=lambda kv: shape[kv[0]][0])
+                   if v >= 0}  # fmt: skip
+    r["buy"] = {"rounds": rounds, "fair_price_per_hour": dict(list(fair_by_api.items())[:20])}
     launches = [
         Launch(pool, nodes_bought[pool], tuple(ids), f"{len(ids)} pending replicas fit no ready or launching "
                f"node; {nodes_bought[pool]} x {pool} is the cheapest capacity for them")
@@ -264,27 +315,38 @@ def _buy(
 
 def _fill_fresh_node(
     pool: NodePool,
-    kinds: dict[tuple[str, ReplicaRequest], list[ClusterReplica]],
-    fair: dict[str, float],
-    serial: int,
-) -> tuple[dict[tuple[str, ReplicaRequest], int], float]:
-    """How many replicas of each kind one fresh node of ``pool`` holds (biggest kinds first), and their work."""
-    packer = Packer([NodeView(id=f"new-{serial}", spec=pool.spec, state="ready", since_s=0.0)])
-    take: dict[tuple[str, ReplicaRequest], int] = {}
+    order: list[Kind],
+    shape: dict[Kind, tuple[str, ReplicaRequest]],
+    kinds: dict[Kind, list[ClusterReplica]],
+    fair: dict[Kind, float],
+) -> _Fill | None:
+    """How many replicas of each kind one fresh node of ``pool`` holds (biggest kinds first); None: none fits."""
+    packer = Packer([NodeView(id="new", spec=pool.spec, state="ready", since_s=0.0)])
+    take: dict[Kind, int] = {}
+    exhausted: dict[Kind, int] = {}
     work = 0.0
-    for kind in sorted(kinds, key=lambda k: size_order(k[1], k[0])):
-        reps = kinds[kind]
-        if not kind[1].allows(pool.spec):
+    room = packer.rooms[0]
+    for kind in order:
+        reps = kinds.get(kind)
+        if not reps:
             continue
-        n = 0
-        for rep in reps:
-            if packer.place(rep) is None:
-                break  # the next one of the same kind fails too
-            n += 1
-            work += fair[rep.id]
+        req = shape[kind][1]
+        if room.cpu < req.cpu - EPS or room.mem < req.mem_bytes or room.best_gpu < min(req.gpu, 1.0) - EPS:
+            continue  # cheap reject before counting
+        if not req.allows(pool.spec):
+            continue
+        n = how_many_fit(room, req, len(reps))
         if n:
+            take_many(room, reps[:n])
             take[kind] = n
-    return take, work
+            work += n * fair[kind]
+            if n == len(reps):
+                exhausted[kind] = n
+    if not take:
+        return None
+    price = pool.spec.price_per_hour
+    ratio = price / work if work > 0 else (0.0 if price == 0 else 1e18)
+    return _Fill(take=take, exhausted=exhausted, ratio=ratio)
 
 
 MAX_CONSOLIDATION_TRIES = 8  # candidates tried per tick: bounds the cost at O(8 x replicas x nodes)
