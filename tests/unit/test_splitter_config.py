@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-import pytest
+from pathlib import Path
 
+import pytest
+from click.testing import CliRunner
+
+from thrifty.cli.main import cli
 from thrifty.config import parse_text
 from thrifty.errors import ConfigError
 
@@ -154,3 +158,12 @@ def test_reserved_names_and_error_lines() -> None:
     assert p["path"] == "splitters[0].name" and "reserved" in str(p["message"])
     p = problem(APIS + "splitters:\n  - name: s\n    backends:\n      - {api: iris-v1, weight: -5}\n")
     assert p["line"] == 7
+
+
+def test_validate_names_splitters(tmp_path: Path) -> None:
+    (tmp_path / "thrifty.yaml").write_text(
+        APIS + "splitters:\n  - name: iris\n    backends: [{api: iris-v1, weight: 1}]\n", encoding="utf-8"
+    )
+    out = CliRunner().invoke(cli, ["validate", str(tmp_path)])
+    assert out.exit_code == 0, out.output
+    assert "valid (2 APIs: iris-v1, iris-v2; 1 splitter: iris)" in out.output

@@ -85,8 +85,11 @@ def validate(path: str, cluster: bool, output: str) -> None:
     if output == "json":
         print_json({"file": str(file), "valid": True, "config": config.model_dump(mode="json", by_alias=True)})
         return
-    names = ", ".join(a.name for a in config.apis)
-    click.echo(f"{file}: valid ({len(config.apis)} API{'s' if len(config.apis) != 1 else ''}: {names})")
+    parts = []
+    for noun, names in (("API", [a.name for a in config.apis]), ("splitter", [s.name for s in config.splitters])):
+        if names:
+            parts.append(f"{len(names)} {noun}{'s' if len(names) != 1 else ''}: {', '.join(names)}")
+    click.echo(f"{file}: valid ({'; '.join(parts)})")
 
 
 @click.command()
