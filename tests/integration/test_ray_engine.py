@@ -203,6 +203,7 @@ async def test_terminating_a_node_removes_it_and_fails_its_replicas(platform: Pl
     assert not alive(obs.pid)  # the node's processes, replicas included, end at once
     failed = await platform.until("r-lost", lambda o: o is not None and o.state == "exited")
     assert failed is not None and failed.error is not None and failed.error["error"] == ACTOR_DIED
+    assert failed.error["preempted"] is False
     engine_node = node.engine_node_id
     await eventually(lambda: not platform.ray_node(engine_node).alive, 30)
     platform.engine.forget("r-lost")
@@ -215,3 +216,23 @@ async def eventually(condition: Callable[[], bool], timeout_s: float) -> None:
             return
         await asyncio.sleep(0.02)
     raise AssertionError("condition not reached in time")
+
+
+async def test_preempt_gives_notice_then_the_node_and_its_replicas_go(platform: Platform) -> None:
+    node = await platform.node(CPU_POOL)
+    assert node.engine_node_id is not None
+    await platform.engine.start_replica(platform.launch("r-spot", cpu=0.5), RayPlacement(node.engine_node_id))
+    obs = await platform.until("r-spot", lambda o: o is not None and o.state == "ready")
+    assert obs is not None
+    notice = await platform.cloud.preempt(node.id, notice_s=1.0)
+    assert platform.cloud.notices() == [notice] and notice.deadline_s is not None
+    running = platform.observed("r-spot")
+    assert running is not None and running.state == "ready"  # the notice leaves time to drain
+    failed = await platform.until("r-spot", lambda o: o is not None and o.state == "exited")
+    assert failed is not None and failed.error is not None and failed.error["error"] == ACTOR_DIED
+    gone = next(n for n in platform.cloud.nodes() if n.id == node.id)
+    assert gone.state == "terminated" and gone.error is not None and "preempted" in gone.error
+    assert platform.cloud.notices() == []
+    assert failed.error["preempted"] is True  # Ray's drain: a reclaim, not a crash
+    assert "preempted" in failed.error["message"]
+    platform.engine.forget("r-spot")

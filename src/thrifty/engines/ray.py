@@ -10,8 +10,8 @@ memory share in ``THRIFTY_GPU_MEMORY_FRACTION`` (``gpu_limits``).
 
 ``observe()`` is synchronous and cheap: a poller task asks every actor for its status every
 ``poll_interval_s`` and keeps the last answers. A dead actor, or an actor whose node died, is observed as
-an exited replica with an error (``replica_actor_died``, the reason Ray gave), which the operator replaces
-as it does a crashed local replica.
+an exited replica with an error (``replica_actor_died``, the reason Ray gave, and ``preempted`` when the
+node was drained for a spot reclaim), which the operator replaces as it does a crashed local replica.
 
 Actors are named (``thrifty-replica-<id>``) and detached in the ``thrifty`` namespace, so when the
 operator crashes the replicas keep serving on a cluster that outlives it (``address:``), and ``adopt``
@@ -68,6 +68,7 @@ class _Replica:
     node_id: str | None
     status: dict[str, Any] | None = None
     died: str | None = None  # Ray's account of the actor's death
+    preempted: bool = False  # its node was drained for preemption (a spot reclaim), not a crash
     stop_requested: bool = False
     done: bool = False  # stopped on request and gone: dropped at the next observe
 
@@ -198,6 +199,7 @@ class RayEngine:
             return  # not scheduled yet (waiting for room on its node) or busy: still starting
         except (RayActorError, GetTimeoutError) as exc:
             rep.died = _death_message(exc)
+            rep.preempted = bool(getattr(exc, "preempted", False))
             if rep.stop_requested:
                 rep.done = True
             return
@@ -244,7 +246,13 @@ class RayEngine:
                 log_path=str(self.log_path(rep.launch.api, rid)),
             )
             if rep.died is not None:
-                error = {"error": ACTOR_DIED, "message": rep.died, "where": rep.node_id or "", "traceback": ""}
+                error = {
+                    "error": ACTOR_DIED,
+                    "message": rep.died,
+                    "where": rep.node_id or "",
+                    "traceback": "",
+                    "preempted": rep.preempted,
+                }
                 out.append(replace(base, state="exited", exit_code=UNKNOWN_EXIT_CODE, error=error))
             elif st.get("exit_code") is not None:
                 out.append(replace(base, state="exited", exit_code=st["exit_code"], error=st.get("error")))
