@@ -12,8 +12,15 @@ from dataplane_helpers import ReplicaFactory, RunningGateway, api_config, eventu
 from prometheus_client.parser import text_string_to_metric_families
 from test_http_core import EchoApp, exchange
 
+from thrifty.dataplane.gateway_main import parse_args
 from thrifty.dataplane.gateway_stats import HttpServerCollector
-from thrifty.dataplane.http_server import HttpServer
+from thrifty.dataplane.http_server import (
+    BODY_TIMEOUT_S,
+    HEAD_TIMEOUT_S,
+    KEEP_ALIVE_TIMEOUT_S,
+    MAX_CONNECTIONS,
+    HttpServer,
+)
 
 EchoServers = Callable[..., Awaitable[HttpServer]]
 
@@ -189,3 +196,25 @@ async def test_gateway_metrics_export_the_connection_figures(
     assert ("thrifty_idle_connections_closed_total", ()) in samples
     assert ("thrifty_write_timeouts_total", ()) in samples
     del reader
+
+
+def test_gateway_caps_come_from_flags_then_environment_then_defaults(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = ["--port-file", "p", "--token-file", "t"]
+    args = parse_args(base)
+    assert (args.max_connections, args.head_timeout_s, args.body_timeout_s, args.keep_alive_timeout_s) == (
+        MAX_CONNECTIONS,
+        HEAD_TIMEOUT_S,
+        BODY_TIMEOUT_S,
+        KEEP_ALIVE_TIMEOUT_S,
+    )
+    monkeypatch.setenv("THRIFTY_MAX_CONNECTIONS", "123")
+    monkeypatch.setenv("THRIFTY_HEAD_TIMEOUT_S", "2.5")
+    args = parse_args(base)
+    assert args.max_connections == 123 and args.head_timeout_s == 2.5
+    assert parse_args([*base, "--max-connections", "7"]).max_connections == 7
+    monkeypatch.setenv("THRIFTY_BODY_TIMEOUT_S", "-1")
+    with pytest.raises(SystemExit):
+        parse_args(base)
+    assert "THRIFTY_BODY_TIMEOUT_S" in capsys.readouterr().err
