@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 
 from thrifty.policy.cluster_types import ClusterReplica, NodeSpec, NodeState, NodeView, ReplicaRequest, SpotPreference
-from thrifty.policy.placement import PlacementDecision, place
+from thrifty.policy.placement import Packer, PlacementDecision, how_many_fit, place
 
 GI = 2**30
 
@@ -235,3 +235,25 @@ def test_capacity_is_never_overcommitted() -> None:
         cpu[a.node_id] += 1
     assert all(n * 1.5 <= 4 for n in cpu.values())
     assert len(d.assignments) == 6 and len(d.unplaced) == 6
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        ReplicaRequest(cpu=1, mem_bytes=GI),
+        ReplicaRequest(cpu=0.3, mem_bytes=3 * GI),
+        ReplicaRequest(cpu=0.5, gpu=0.25),
+        ReplicaRequest(cpu=0.5, gpu=0.3, gpu_mem_bytes=5 * GI),
+        ReplicaRequest(cpu=1, gpu=1),
+        ReplicaRequest(cpu=1, gpu=2),
+    ],
+)
+def test_counting_fits_agrees_with_placing_one_at_a_time(request_: ReplicaRequest) -> None:
+    n = node("n", cpu=16, mem_gi=64, gpus=4)
+    partly_used = [rep("x", api="x", cpu=3, gpu=0.5, on="n", gpus=(1,))]
+    one_by_one = Packer([n], partly_used)
+    count = 0
+    while one_by_one.place(ClusterReplica(f"r{count}", "a", request_)) is not None:
+        count += 1
+    counted = Packer([n], partly_used)
+    assert how_many_fit(counted.rooms[0], request_, 1000) == count

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import pytest
 
 from thrifty.policy.cluster_types import ClusterReplica, NodePool, NodeSpec, NodeState, NodeView, ReplicaRequest
+from thrifty.policy.placement import place
 from thrifty.policy.provisioning import ProvisioningConfig, ProvisioningDecision, ProvisioningState, decide
 
 GI = 2**30
@@ -201,3 +202,19 @@ def test_decisions_carry_a_reason_record() -> None:
     assert d.reason["summary"] == "launch 1 x small"
     assert d.reason["buy"]["rounds"][0]["price_per_work"] == {"small": 2.0, "large": 4.0}  # one CPU of two, of four
     assert d.reason["pending"] == 1 and d.reason["need_new_nodes"] == 1
+
+
+def test_what_is_bought_is_enough_for_placement() -> None:
+    """Buying and placing agree: once the launched nodes are ready, placement fits every pending replica."""
+    pools = [SMALL, LARGE, GPU, GPU4, SPOT_GPU]
+    shapes = [(0.5, 0.0), (1.0, 0.0), (2.0, 0.0), (1.0, 0.25), (1.0, 0.5), (2.0, 1.0), (4.0, 2.0)]
+    replicas = [rep(f"r{i:03}", api=f"a{i % 13}", cpu=shapes[i % 13 % 7][0], gpu=shapes[i % 13 % 7][1])
+                for i in range(120)]  # fmt: skip
+    d = decide(cfg(*pools), [], replicas, ProvisioningState(), 0.0)
+    assert not d.unfit
+    by_name = {p.name: p for p in pools}
+    nodes = [node_of(by_name[x.pool], f"{x.pool}-{i}") for x in d.launch for i in range(x.count)]
+    placed = place(nodes, replicas)
+    assert placed.unplaced == (), placed.unplaced[:3]
+    again = decide(cfg(*pools), nodes, replicas, ProvisioningState(), 1.0)
+    assert again.launch == ()
