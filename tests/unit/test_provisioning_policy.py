@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import pytest
 
+from thrifty.config.loader import parse_cluster_text
 from thrifty.policy.cluster_types import ClusterReplica, NodePool, NodeSpec, NodeState, NodeView, ReplicaRequest
 from thrifty.policy.placement import place
 from thrifty.policy.provisioning import ProvisioningConfig, ProvisioningDecision, ProvisioningState, decide
@@ -218,3 +219,17 @@ def test_what_is_bought_is_enough_for_placement() -> None:
     assert placed.unplaced == (), placed.unplaced[:3]
     again = decide(cfg(*pools), nodes, replicas, ProvisioningState(), 1.0)
     assert again.launch == ()
+
+
+def test_config_comes_from_the_cluster_file() -> None:
+    text = """\
+provider: simulated
+node_idle_timeout: 90s
+consolidation: {utilization_threshold: 0.3, underused_for: 10m}
+node_pools:
+  - {name: cpu, instance_type: m5.large, spot: true, min_nodes: 1}
+"""
+    c = ProvisioningConfig.from_cluster(parse_cluster_text(text, "c.yaml"))
+    assert (c.node_idle_timeout_s, c.utilization_threshold, c.underused_for_s) == (90.0, 0.3, 600.0)
+    assert [p.name for p in c.pools] == ["cpu"] and c.pools[0].spec.spot
+    assert launched(decide(c, [], [], ProvisioningState(), 0.0)) == {"cpu": 1}
