@@ -6,8 +6,9 @@ from collections import Counter
 
 import pytest
 
+from thrifty.config.schema import ComputeConfig
 from thrifty.policy.cluster_types import ClusterReplica, NodeSpec, NodeState, NodeView, ReplicaRequest, SpotPreference
-from thrifty.policy.placement import Packer, PlacementDecision, how_many_fit, place
+from thrifty.policy.placement import Packer, PlacementDecision, how_many_fit, place, request_of
 
 GI = 2**30
 
@@ -257,3 +258,11 @@ def test_counting_fits_agrees_with_placing_one_at_a_time(request_: ReplicaReques
         count += 1
     counted = Packer([n], partly_used)
     assert how_many_fit(counted.rooms[0], request_, 1000) == count
+
+
+def test_request_of_an_apis_compute() -> None:
+    compute = ComputeConfig.model_validate({"cpu": "500m", "mem": "1Gi", "gpu": 0.25, "gpu_mem": "2Gi",
+                                            "node_pool": "gpu", "spot": "never"})  # fmt: skip
+    assert request_of(compute) == ReplicaRequest(cpu=0.5, mem_bytes=GI, gpu=0.25, gpu_mem_bytes=2 * GI,
+                                                 node_pools=("gpu",), spot="never")  # fmt: skip
+    assert request_of(ComputeConfig()) == ReplicaRequest(cpu=1.0)

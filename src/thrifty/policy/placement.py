@@ -29,6 +29,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from thrifty.config.schema import ComputeConfig
 from thrifty.policy.cluster_types import ClusterReplica, NodeSpec, NodeState, NodeView, ReplicaRequest
 
 EPS = 1e-9
@@ -90,6 +91,18 @@ def _room(node: NodeView) -> _Room:
         inv_mem=1.0 / s.mem_bytes if s.mem_bytes > 0 else 0.0,
         inv_gpus=1.0 / s.gpus if s.gpus else 0.0,
         has_gpus=s.gpus > 0,
+    )
+
+
+def request_of(compute: ComputeConfig) -> ReplicaRequest:
+    """What one replica of an API reserves, from its ``compute`` block (no memory given: none reserved)."""
+    return ReplicaRequest(
+        cpu=compute.cpu,
+        mem_bytes=compute.mem or 0,
+        gpu=compute.gpu,
+        gpu_mem_bytes=compute.gpu_mem,
+        node_pools=tuple(compute.node_pool or ()),
+        spot=compute.spot,
     )
 
 
