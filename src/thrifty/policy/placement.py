@@ -25,6 +25,7 @@ bounded by GPUs per node. ``Packer`` is the reusable core: provisioning packs vi
 
 from __future__ import annotations
 
+from bisect import insort
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -72,10 +73,14 @@ class _Room:
     inv_mem: float
     inv_gpus: float
     has_gpus: bool
+    gpu_penalty: int  # 2 on a GPU node: ranks it after CPU nodes for a CPU-only replica
+    on_demand_penalty: int  # 1 on an on-demand node: ranks it after spot nodes for spot: prefer
+    gpu_free_total: float = 0.0
     api_counts: dict[str, int] = field(default_factory=dict)
 
     def refresh_best_gpu(self) -> None:
         self.best_gpu = max(self.gpu_free) if self.gpu_free else 0.0
+        self.gpu_free_total = sum(self.gpu_free)
 
 
 def _room(node: NodeView) -> _Room:
@@ -91,6 +96,9 @@ def _room(node: NodeView) -> _Room:
         inv_mem=1.0 / s.mem_bytes if s.mem_bytes > 0 else 0.0,
         inv_gpus=1.0 / s.gpus if s.gpus else 0.0,
         has_gpus=s.gpus > 0,
+        gpu_penalty=2 if s.gpus > 0 else 0,
+        on_demand_penalty=0 if s.spot else 1,
+        gpu_free_total=float(s.gpus),
     )
 
 
@@ -198,19 +206,27 @@ class Packer:
 
     def __init__(self, nodes: Iterable[NodeView], placed: Iterable[ClusterReplica] = ()) -> None:
         self.rooms: list[_Room] = [_room(n) for n in sorted(nodes, key=lambda n: n.id)]
-        self._index = {r.node.id: i for i, r in enumerate(self.rooms)}
+        index = {r.node.id: i for i, r in enumerate(self.rooms)}
         self._allowed: dict[tuple[tuple[str, ...], str], list[bool]] = {}
+        used: set[int] = set()
         for rep in placed:
-            i = self._index.get(rep.node_id or "")
+            i = index.get(rep.node_id or "")
             if i is not None:
                 _take(self.rooms[i], rep, rep.gpu_indices)
-
-    def add_node(self, node: NodeView) -> None:
-        """A node joins (provisioning's virtual nodes): packed after the others, in the order added."""
-        self._index[node.id] = len(self.rooms)
-        self.rooms.append(_room(node))
-        for key, mask in self._allowed.items():
-            mask.append(_allows(key, node.spec))
+                used.add(i)
+        # Empty nodes of one shape are interchangeable: only the first of each shape is scanned, so an empty
+        # cluster costs O(replicas x shapes), not O(replicas x nodes). The next one joins when it is taken.
+        self._spare: dict[NodeSpec, list[int]] = {}
+        self._scan: list[int] = sorted(used)
+        for i, room in enumerate(self.rooms):
+            if i not in used:
+                spare = self._spare.setdefault(room.node.spec, [])
+                if not spare:
+                    insort(self._scan, i)
+                spare.append(i)
+        for spare in self._spare.values():
+            spare.reverse()  # pop() gives the lowest index next
+            spare.pop()  # the first is in the scan already
 
     def _mask(self, req: ReplicaRequest) -> list[bool]:
         key = (req.node_pools, req.spot)
@@ -218,6 +234,14 @@ class Packer:
         if mask is None:
             mask = self._allowed[key] = [_allows(key, r.node.spec) for r in self.rooms]
         return mask
+
+    def _commit(self, i: int, replica: ClusterReplica, gpus: tuple[int, ...]) -> None:
+        room = self.rooms[i]
+        if not room.api_counts:  # it was empty: the next empty node of its shape becomes visible
+            spare = self._spare.get(room.node.spec)
+            if spare:
+                insort(self._scan, spare.pop())
+        _take(room, replica, gpus)
 
     def place(self, replica: ClusterReplica) -> Assignment | None:
         """Best node for ``replica`` (see the module docstring), committed; None when nothing fits."""
@@ -228,30 +252,35 @@ class Packer:
         api = replica.api
         mask = self._mask(req)
         best: _Room | None = None
-        best_gpus: tuple[int, ...] = ()
+        best_gpus: tuple[int, ...] | None = ()
         best_rank = 1 << 30
         best_waste = 0.0
-        for i, room in enumerate(self.rooms):
+        gpu_taken = req.gpu if req.gpu < 1 else float(int(req.gpu))
+        rooms = self.rooms
+        best_i = -1
+        for i in self._scan:
+            room = rooms[i]
             if room.cpu < c or room.mem < m or room.best_gpu < g or not mask[i]:
                 continue
-            rank = room.api_counts.get(api, 0) * 4
-            if cpu_only and room.has_gpus:
-                rank += 2
-            if prefer_spot and not room.node.spec.spot:
-                rank += 1
+            rank = (room.api_counts.get(api, 0) << 2) + (room.gpu_penalty if cpu_only else 0)
+            if prefer_spot:
+                rank += room.on_demand_penalty
             if rank > best_rank:
                 continue
-            gpus = _pick_gpus(room, req) if not cpu_only else ()
-            if gpus is None:
-                continue
+            if cpu_only:
+                gpus: tuple[int, ...] | None = ()
+            else:
+                gpus = _pick_gpus(room, req)
+                if gpus is None:
+                    continue
             waste = (room.cpu - req.cpu) * room.inv_cpu + (room.mem - m) * room.inv_mem
             if room.has_gpus:
-                waste += (sum(room.gpu_free) - (req.gpu if req.gpu < 1 else len(gpus))) * room.inv_gpus
+                waste += (room.gpu_free_total - gpu_taken) * room.inv_gpus
             if rank < best_rank or waste < best_waste - EPS:
-                best, best_gpus, best_rank, best_waste = room, gpus, rank, waste
-        if best is None:
+                best, best_i, best_gpus, best_rank, best_waste = room, i, gpus, rank, waste
+        if best is None or best_gpus is None:
             return None
-        _take(best, replica, best_gpus)
+        self._commit(best_i, replica, best_gpus)
         return Assignment(replica_id=replica.id, api=api, node_id=best.node.id, gpu_indices=best_gpus)
 
     def why_not(self, replica: ClusterReplica) -> str:
