@@ -166,6 +166,18 @@ SPREAD_CASES = [
         {"n2": 1, "n1": 1},
     ),
     (
+        "empty identical nodes fill in id order, tightly",
+        [node(f"n{i}", cpu=4) for i in range(10)],
+        [rep(f"r{i}", api=f"a{i}", cpu=1) for i in range(8)],
+        {"n0": 4, "n1": 4},
+    ),
+    (
+        "one API over empty identical nodes: one replica each",
+        [node(f"n{i}", cpu=4) for i in range(10)],
+        [rep(f"r{i}", cpu=1) for i in range(3)],
+        {"n0": 1, "n1": 1, "n2": 1},
+    ),
+    (
         "different APIs pack onto the fullest node (best fit)",
         [node("n1"), node("n2")],
         [rep("r0", api="x", cpu=6, on="n2"), rep("r1", api="y", cpu=1)],
