@@ -8,7 +8,7 @@ import pytest
 
 from thrifty.config.schema import ComputeConfig
 from thrifty.policy.cluster_types import ClusterReplica, NodeSpec, NodeState, NodeView, ReplicaRequest, SpotPreference
-from thrifty.policy.placement import Packer, PlacementDecision, how_many_fit, place, request_of
+from thrifty.policy.placement import NodeUsage, Packer, PlacementDecision, how_many_fit, place, request_of, usage
 
 GI = 2**30
 
@@ -278,3 +278,13 @@ def test_request_of_an_apis_compute() -> None:
     assert request_of(compute) == ReplicaRequest(cpu=0.5, mem_bytes=GI, gpu=0.25, gpu_mem_bytes=2 * GI,
                                                  node_pools=("gpu",), spot="never")  # fmt: skip
     assert request_of(ComputeConfig()) == ReplicaRequest(cpu=1.0)
+
+
+def test_usage_per_node() -> None:
+    nodes = [node("n1", gpus=2), node("n2")]
+    replicas = [rep("a", cpu=1, mem_gi=2, gpu=0.25, on="n1", gpus=(0,)), rep("b", cpu=2, gpu=1, on="n1", gpus=(1,)),
+                rep("c", on=None)]  # fmt: skip
+    assert usage(nodes, replicas) == (
+        NodeUsage("n1", replicas=2, cpu=3.0, mem_bytes=3 * GI, gpus=1.25, gpu_mem_bytes=20 * GI),
+        NodeUsage("n2", replicas=0, cpu=0.0, mem_bytes=0, gpus=0.0, gpu_mem_bytes=0),
+    )

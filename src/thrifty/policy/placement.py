@@ -346,6 +346,35 @@ def _gpu_need(req: ReplicaRequest) -> str:
     return f"needs {int(req.gpu)} whole GPU{'s' if req.gpu >= 2 else ''}"
 
 
+@dataclass(frozen=True, slots=True)
+class NodeUsage:
+    """What the replicas on a node reserve (for ``thrifty cluster info``: used against the node's spec)."""
+
+    node_id: str
+    replicas: int
+    cpu: float
+    mem_bytes: int
+    gpus: float  # fractions summed; whole GPUs count 1 each
+    gpu_mem_bytes: int
+
+
+def usage(nodes: Sequence[NodeView], replicas: Sequence[ClusterReplica]) -> tuple[NodeUsage, ...]:
+    """Reserved capacity per node, in node id order, counted the way placement counts it."""
+    packer = Packer(nodes, (r for r in replicas if r.node_id is not None))
+    out = []
+    for room in packer.rooms:
+        s = room.node.spec
+        out.append(NodeUsage(
+            node_id=room.node.id,
+            replicas=sum(room.api_counts.values()),
+            cpu=max(0.0, s.cpu - room.cpu),
+            mem_bytes=max(0, s.mem_bytes - room.mem),
+            gpus=max(0.0, s.gpus - room.gpu_free_total),
+            gpu_mem_bytes=max(0, s.gpus * s.gpu_mem_bytes - sum(room.gpu_mem_free)),
+        ))  # fmt: skip
+    return tuple(out)
+
+
 def place(
     nodes: Sequence[NodeView],
     replicas: Sequence[ClusterReplica],
