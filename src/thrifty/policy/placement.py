@@ -19,8 +19,9 @@ Rules:
 - Pending replicas go biggest first (GPU, GPU memory, CPU, memory), then by API and id.
 - Every replica that cannot be placed gets a reason naming what was short and where.
 
-Cost: O(replicas x nodes) with a cheap inner loop (two comparisons reject a full node); GPU scans are
-bounded by GPUs per node. ``Packer`` is the reusable core: provisioning packs virtual nodes with it.
+Cost: O(replicas x nodes) with a cheap inner loop (two comparisons reject a full node), and empty nodes
+of one shape count once (only the first is scanned until it is taken); GPU scans are bounded by GPUs per
+node. ``Packer`` is the reusable core: provisioning packs fresh and remaining nodes with it.
 """
 
 from __future__ import annotations
@@ -78,7 +79,7 @@ class _Room:
     gpu_free_total: float = 0.0
     api_counts: dict[str, int] = field(default_factory=dict)
 
-    def refresh_best_gpu(self) -> None:
+    def refresh_gpu_summary(self) -> None:
         self.best_gpu = max(self.gpu_free) if self.gpu_free else 0.0
         self.gpu_free_total = sum(self.gpu_free)
 
@@ -156,7 +157,7 @@ def _take(room: _Room, replica: ClusterReplica, gpus: tuple[int, ...]) -> None:
             for i in gpus:
                 room.gpu_free[i] = 0.0
                 room.gpu_mem_free[i] = 0
-        room.refresh_best_gpu()
+        room.refresh_gpu_summary()
     room.api_counts[replica.api] = room.api_counts.get(replica.api, 0) + 1
 
 
