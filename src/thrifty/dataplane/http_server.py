@@ -123,7 +123,8 @@ class HttpServer:
         self._backlog = backlog
         # Deadlines are checked this often, so each timeout is enforced within a quarter of itself (<= 1 s).
         self._sweep_s = min(1.0, max(0.01, min(keep_alive_timeout_s, head_timeout_s, body_timeout_s) / 4))
-        self.now_s = 0.0  # the loop's clock as of the last sweep: what deadlines are counted from
+        # Deadlines of what starts now, as of the last sweep: one attribute read per request, no clock call.
+        self.idle_deadline = self.head_deadline = self.body_deadline = 0.0
         self.date = DateHeader()
         self.stats = HttpServerStats()
         self.connections: set[_Connection] = set()
@@ -137,7 +138,7 @@ class HttpServer:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._all_closed = asyncio.Event()
-        self.now_s = loop.time()
+        self._set_deadlines(loop.time())
         self._server = await loop.create_server(
             lambda: _Connection(self, loop),
             self.host,
@@ -151,7 +152,8 @@ class HttpServer:
 
     def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
         # One timer per server instead of one per request or per connection.
-        now = self.now_s = loop.time()
+        now = loop.time()
+        self._set_deadlines(now)
         for conn in [c for c in self.connections if c.deadline <= now]:
             conn.expire()
         open_now = len(self.connections)
@@ -160,6 +162,11 @@ class HttpServer:
             self.connections = set(self.connections)  # a set never shrinks its table by itself
             self._release_memory()
         self._sweeper = loop.call_later(self._sweep_s, self._sweep, loop)
+
+    def _set_deadlines(self, now: float) -> None:
+        self.idle_deadline = now + self.keep_alive_timeout_s
+        self.head_deadline = now + self.head_timeout_s
+        self.body_deadline = now + self.body_timeout_s
 
     def connection_opened(self, conn: _Connection) -> bool:
         """Admit ``conn`` unless the server is at ``max_connections``."""
@@ -226,7 +233,7 @@ class _Connection(asyncio.Protocol):
         self._read_paused = False
         self._write_paused = False
         self._drain: asyncio.Future[None] | None = None
-        self.deadline = server.now_s + server.keep_alive_timeout_s
+        self.deadline = server.idle_deadline
         self._phase = _IDLE
 
     # -- transport callbacks -------------------------------------------------------------------------
@@ -285,7 +292,7 @@ class _Connection(asyncio.Protocol):
         self._headers = {}
         self._head_bytes = 0
         self._body_len = 0
-        self.deadline = self._server.now_s + self._server.head_timeout_s
+        self.deadline = self._server.head_deadline
         self._phase = _HEAD
 
     def on_url(self, url: bytes) -> None:
@@ -310,26 +317,17 @@ class _Connection(asyncio.Protocol):
             return
         headers = self._headers
         method = parser.get_method()
-        target = request_target(self._url)
+        url = self._url
         self._url = b""
         keep_alive = parser.should_keep_alive()
-        refusal = None
-        if method == b"CONNECT":
-            refusal = error_response(405, "method_not_allowed", "CONNECT is not supported")
-        elif target is None:
-            refusal = error_response(400, "bad_request", "the request target must be a path or an http(s) URL")
-        elif not keep_alive and parser.get_http_version() not in ("1.1", "1.0"):
-            # llhttp parses HTTP/0.9 request lines (no version) and HTTP/2+ lines; neither keeps alive.
-            if parser.get_http_version() == "0.9":
-                refusal = error_response(400, "bad_request", "the request line has no HTTP version")
-            else:
-                refusal = error_response(505, "http_version_not_supported", "only HTTP/1.0 and 1.1 are served")
-        elif b"upgrade" in headers:
-            refusal = error_response(400, "bad_request", "protocol upgrades are not supported")
-        if refusal is not None:
-            self._reject(refusal)
-            raise _StopParsing
-        path, query = target  # type: ignore[misc]
+        if url[:1] == b"/" and keep_alive and method != b"CONNECT" and b"upgrade" not in headers:
+            path, _, query = url.partition(b"?")  # the usual request: no further checks
+        else:
+            checked = _target_or_refusal(method, url, parser.get_http_version(), headers)
+            if isinstance(checked, Response):
+                self._reject(checked)
+                raise _StopParsing
+            path, query = checked
         req = Request(method, path, query, headers)
         req.keep_alive = keep_alive
         self._request = req
@@ -342,7 +340,7 @@ class _Connection(asyncio.Protocol):
         if length is not None and length.isdigit() and int(length) > limit:
             self._reject(_too_large(limit))
             raise _StopParsing
-        self.deadline = self._server.now_s + self._server.body_timeout_s
+        self.deadline = self._server.body_deadline
         self._phase = _BODY
         expect = headers.get(b"expect")
         if (
@@ -432,7 +430,7 @@ class _Connection(asyncio.Protocol):
                 pending = self._pending
                 if not pending:
                     if not self._parsing:
-                        self.deadline = self._server.now_s + self._server.keep_alive_timeout_s
+                        self.deadline = self._server.idle_deadline
                         self._phase = _IDLE
                     return
                 item = pending.popleft()
@@ -448,7 +446,7 @@ class _Connection(asyncio.Protocol):
     async def _wait_writable(self) -> None:
         # A client that reads nothing of what it is sent must not hold the connection (and its buffers).
         deadline, phase = self.deadline, self._phase
-        self.deadline = self._server.now_s + self._server.keep_alive_timeout_s
+        self.deadline = self._server.idle_deadline
         self._phase = _WRITE
         self._drain = self._loop.create_future()
         await self._drain
@@ -471,7 +469,7 @@ class _Connection(asyncio.Protocol):
             self.abort()
         elif self._read_paused:
             # Waiting on earlier pipelined answers, not on the client: count from when reading resumes.
-            self.deadline = self._server.now_s + self._server.keep_alive_timeout_s
+            self.deadline = self._server.idle_deadline
         elif phase == _HEAD:
             stats.head_timeouts += 1
             self._reject(error_response(408, "request_timeout", "the request head did not arrive in time"))
@@ -487,6 +485,25 @@ class _Connection(asyncio.Protocol):
     def abort(self) -> None:
         if self._transport is not None:
             self._transport.abort()
+
+
+def _target_or_refusal(
+    method: bytes, url: bytes, version: str, headers: dict[bytes, bytes]
+) -> tuple[bytes, bytes] | Response:
+    """(path, query) of a request that is not the usual keep-alive origin-form one, or the answer refusing it."""
+    if method == b"CONNECT":
+        return error_response(405, "method_not_allowed", "CONNECT is not supported")
+    target = request_target(url)
+    if target is None:
+        return error_response(400, "bad_request", "the request target must be a path or an http(s) URL")
+    # llhttp also parses request lines without a version (HTTP/0.9) and with HTTP/2 or later.
+    if version == "0.9":
+        return error_response(400, "bad_request", "the request line has no HTTP version")
+    if version not in ("1.1", "1.0"):
+        return error_response(505, "http_version_not_supported", "only HTTP/1.0 and 1.1 are served")
+    if b"upgrade" in headers:
+        return error_response(400, "bad_request", "protocol upgrades are not supported")
+    return target
 
 
 def _memory_releaser() -> Callable[[], object]:
