@@ -209,6 +209,7 @@ class Packer:
         self.rooms: list[_Room] = [_room(n) for n in sorted(nodes, key=lambda n: n.id)]
         index = {r.node.id: i for i, r in enumerate(self.rooms)}
         self._allowed: dict[tuple[tuple[str, ...], str], list[bool]] = {}
+        self._no_room: set[ReplicaRequest] = set()
         used: set[int] = set()
         for rep in placed:
             i = index.get(rep.node_id or "")
@@ -247,6 +248,8 @@ class Packer:
     def place(self, replica: ClusterReplica) -> Assignment | None:
         """Best node for ``replica`` (see the module docstring), committed; None when nothing fits."""
         req = replica.request
+        if req in self._no_room:
+            return None
         c, m, g = req.cpu - EPS, req.mem_bytes, min(req.gpu, 1.0) - EPS  # g: what one GPU must have free
         cpu_only = req.gpu <= 0
         prefer_spot = req.spot == "prefer"
@@ -280,6 +283,7 @@ class Packer:
             if rank < best_rank or waste < best_waste - EPS:
                 best, best_i, best_gpus, best_rank, best_waste = room, i, gpus, rank, waste
         if best is None or best_gpus is None:
+            self._no_room.add(req)  # free capacity only shrinks: the same request will not fit later either
             return None
         self._commit(best_i, replica, best_gpus)
         return Assignment(replica_id=replica.id, api=api, node_id=best.node.id, gpu_indices=best_gpus)
