@@ -8,8 +8,8 @@ status. The gateway routes to the replica over HTTP as with the local engine: Ra
 A replica with a GPU fraction sees only the GPU Ray gave its actor (``CUDA_VISIBLE_DEVICES``) and gets its
 memory share in ``THRIFTY_GPU_MEMORY_FRACTION`` (``gpu_limits``).
 
-``observe()`` is synchronous and cheap: a poller task asks every actor for its status every
-``poll_interval_s`` and keeps the last answers. A dead actor, or an actor whose node died, is observed as
+``observe()`` is synchronous and cheap: one watcher task per replica asks its actor for its status every
+``poll_interval_s`` and keeps the last answer. A dead actor, or an actor whose node died, is observed as
 an exited replica with an error (``replica_actor_died``, the reason Ray gave, and ``preempted`` when the
 node was drained for a spot reclaim), which the operator replaces as it does a crashed local replica.
 
@@ -28,7 +28,6 @@ streamed back, and the replica bound to the node's address rather than loopback 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -36,7 +35,7 @@ from typing import Any
 
 import orjson
 import ray
-from ray.exceptions import GetTimeoutError, RayActorError
+from ray.exceptions import RayError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from thrifty.dataplane.platform_secret import ensured_secret_file
@@ -71,16 +70,28 @@ class _Replica:
     preempted: bool = False  # its node was drained for preemption (a spot reclaim), not a crash
     stop_requested: bool = False
     done: bool = False  # stopped on request and gone: dropped at the next observe
+    watcher: asyncio.Task[None] | None = None
 
 
 def actor_name(replica_id: str) -> str:
     return f"{ACTOR_PREFIX}{replica_id}"
 
 
+_ACTOR_FIELDS = ("class_name:", "actor_id:", "pid:", "namespace:", "ip:", "name:")
+
+
 def _death_message(exc: BaseException) -> str:
+    """Ray's account in one line, without the actor's id fields (the replica id says which)."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    reason = [line for line in lines if "died" in line or "terminated" in line or "node" in line.lower()]
-    return " ".join(reason[-2:] or lines[:1]) or type(exc).__name__
+    kept = [line for line in lines if not line.startswith(_ACTOR_FIELDS)]
+    return " ".join(kept) or type(exc).__name__
+
+
+def _release(actor: Any) -> None:
+    """The replica process has exited: its files go, then its actor (after that call, in order), freeing
+    what it reserved."""
+    actor.remove_files.remote()
+    actor.__ray_terminate__.remote()
 
 
 def actor_options(launch: ReplicaLaunch, placement: RayPlacement | None) -> dict[str, Any]:
@@ -110,7 +121,6 @@ class RayEngine:
         replica_host: str | None = "127.0.0.1",
         default_grace_s: float = 30.0,
         poll_interval_s: float = 0.25,
-        status_timeout_s: float = 5.0,
     ) -> None:
         """``ray`` must be connected (``RayCluster.connect``). ``replica_host``: the address replicas bind;
         None binds the node's address as Ray knows it (needed when nodes are other machines)."""
@@ -118,13 +128,14 @@ class RayEngine:
         self._host = replica_host
         self._grace_s = default_grace_s
         self._poll_s = poll_interval_s
-        self._status_timeout_s = status_timeout_s
         self._replicas: dict[str, _Replica] = {}
         self._remote_host = ray.remote(ReplicaHost)
-        self._poller: asyncio.Task[None] | None = None
 
     def log_path(self, api: str, replica_id: str) -> Path:
         return self._home / "logs" / api / f"{replica_id}.log"
+
+    def _cache_dir(self, launch: ReplicaLaunch) -> Path:
+        return self._home / "cache" / launch.api / launch.replica_id  # multi-model APIs
 
     def _args(self, launch: ReplicaLaunch, run_dir: Path) -> list[str]:
         timeout = float(launch.config.get("serving", {}).get("request_timeout", 0))
@@ -137,7 +148,7 @@ class RayEngine:
             "--port-file", str(run_dir / "port"),
             "--status-file", str(run_dir / "status.json"),
             "--grace-s", str(max(self._grace_s, timeout + 5.0)),
-            "--cache-dir", str(self._home / "cache" / launch.api / launch.replica_id),
+            "--cache-dir", str(self._cache_dir(launch)),
             "--secret-file", str(ensured_secret_file(self._home)),
         )  # fmt: skip
 
@@ -160,11 +171,13 @@ class RayEngine:
             log_path=str(self.log_path(launch.api, launch.replica_id)),
             env={**launch.env, "THRIFTY_API": launch.api, "THRIFTY_REPLICA_ID": launch.replica_id},
             gpu_memory_fraction=fraction,
+            scratch_dirs=[str(self._cache_dir(launch))],
         )
         actor = self._remote_host.options(**actor_options(launch, placement)).remote(spec, self._host)
         node_id = placement.node_id if placement is not None else None
-        self._replicas[launch.replica_id] = _Replica(launch, actor, time.time(), node_id)
-        self._ensure_poller()
+        rep = _Replica(launch, actor, time.time(), node_id)
+        self._replicas[launch.replica_id] = rep
+        self._watch(rep)
         return None
 
     def adopt(self, replica_id: str, api: str, revision: str, started_s: float) -> bool:
@@ -174,45 +187,35 @@ class RayEngine:
         except ValueError:
             return False
         launch = ReplicaLaunch(replica_id=replica_id, api=api, revision=revision, config={}, project_dir="")
-        self._replicas[replica_id] = _Replica(launch, actor, started_s, None)
-        self._ensure_poller()
+        rep = _Replica(launch, actor, started_s, None)
+        self._replicas[replica_id] = rep
+        self._watch(rep)
         return True
 
-    def _ensure_poller(self) -> None:
-        if self._poller is None or self._poller.done():
-            self._poller = asyncio.get_running_loop().create_task(self._poll_forever())
+    def _watch(self, rep: _Replica) -> None:
+        rep.watcher = asyncio.get_running_loop().create_task(self._watch_forever(rep))
 
-    async def _poll_forever(self) -> None:
-        while True:
-            await self.poll()
-            await asyncio.sleep(self._poll_s)
+    async def _watch_forever(self, rep: _Replica) -> None:
+        """Ask the actor for its status every ``poll_interval_s`` until it has ended.
 
-    async def poll(self) -> None:
-        """Ask every live actor for its status once (the poller does this; tests may call it directly)."""
-        reps = [r for r in self._replicas.values() if r.died is None and not r.done]
-        await asyncio.gather(*(self._poll_one(r) for r in reps))
-
-    async def _poll_one(self, rep: _Replica) -> None:
-        try:
-            status = await asyncio.wait_for(rep.actor.status.remote(), self._status_timeout_s)
-        except TimeoutError:
-            return  # not scheduled yet (waiting for room on its node) or busy: still starting
-        except (RayActorError, GetTimeoutError) as exc:
-            rep.died = _death_message(exc)
-            rep.preempted = bool(getattr(exc, "preempted", False))
-            if rep.stop_requested:
+        One task per replica: an actor still waiting for room on its node (its first answer comes when it
+        is scheduled) delays no other replica's observation.
+        """
+        while not rep.done and rep.died is None:
+            try:
+                status = await rep.actor.status.remote()
+            except RayError as exc:  # the actor died, its node did, or it could never be scheduled
+                rep.died = _death_message(exc)
+                rep.preempted = bool(getattr(exc, "preempted", False))
+                rep.done = rep.stop_requested
+                return
+            rep.status = status
+            rep.node_id = status.get("node_id") or rep.node_id
+            if rep.stop_requested and status.get("exit_code") is not None:
                 rep.done = True
-            return
-        rep.status = status
-        rep.node_id = status.get("node_id") or rep.node_id
-        if rep.stop_requested and status.get("exit_code") is not None and not rep.done:
-            rep.done = True
-            await self._release(rep)
-
-    async def _release(self, rep: _Replica) -> None:
-        with contextlib.suppress(RayActorError):
-            await rep.actor.remove_files.remote()
-        ray.kill(rep.actor)
+                _release(rep.actor)
+                return
+            await asyncio.sleep(self._poll_s)
 
     async def stop_replica(self, replica_id: str, grace_s: float) -> None:
         rep = self._replicas.get(replica_id)
@@ -221,11 +224,13 @@ class RayEngine:
         rep.stop_requested = True
         if rep.died is not None:
             rep.done = True
-            return
-        try:
-            await rep.actor.begin_stop.remote(grace_s)
-        except RayActorError as exc:
-            rep.died, rep.done = _death_message(exc), True
+        elif rep.status is None:
+            # Not started yet (e.g. still waiting for room on its node): nothing to drain.
+            rep.done = True
+            ray.kill(rep.actor)
+        else:
+            # Not awaited: the watcher sees the process exit (or the actor die) and releases the actor.
+            rep.actor.begin_stop.remote(grace_s)
 
     def observe(self) -> list[ReplicaObservation]:
         out: list[ReplicaObservation] = []
@@ -271,24 +276,23 @@ class RayEngine:
 
     def forget(self, replica_id: str) -> None:
         rep = self._replicas.pop(replica_id, None)
-        if rep is not None and rep.died is None:
-            with contextlib.suppress(RayActorError):
-                ray.kill(rep.actor)  # the process has exited: give back what its actor reserves
+        if rep is None:
+            return
+        if rep.watcher is not None:
+            rep.watcher.cancel()
+        if rep.died is None:
+            _release(rep.actor)  # the process has exited: give back what its actor reserves
 
     async def close(self, grace_s: float) -> None:
         """Stop every replica (drain up to ``grace_s``), then kill the actors that are left."""
         for rid in list(self._replicas):
             await self.stop_replica(rid, grace_s)
-        deadline = time.monotonic() + grace_s + 5.0
-        while any(not r.done for r in self._replicas.values()) and time.monotonic() < deadline:
-            await self.poll()
-            await asyncio.sleep(0.05)
-        if self._poller is not None:
-            self._poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._poller
+        watchers = [r.watcher for r in self._replicas.values() if r.watcher is not None]
+        if watchers:
+            await asyncio.wait(watchers, timeout=grace_s + 5.0)
         for rep in self._replicas.values():
-            if rep.died is None:
-                with contextlib.suppress(RayActorError):
-                    ray.kill(rep.actor)
+            if rep.watcher is not None:
+                rep.watcher.cancel()
+            if not rep.done and rep.died is None:
+                ray.kill(rep.actor)  # past its grace: the replica goes with it (PDEATHSIG)
         self._replicas.clear()

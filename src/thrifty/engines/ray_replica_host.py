@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import shutil
 import signal
 import subprocess
 import threading
@@ -29,8 +30,12 @@ from thrifty.engines.gpu_limits import GPU_MEMORY_FRACTION_ENV
 _PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
+def _prepare_child() -> None:  # runs in the child between fork and exec
     ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    # Ray runs its workers at nice 15 (its `worker_niceness`); the replica is the node's real work, so it
+    # runs at the normal priority where it may (raising priority needs CAP_SYS_NICE on a foreign cluster).
+    with contextlib.suppress(OSError):
+        os.setpriority(os.PRIO_PROCESS, 0, 0)
 
 
 @dataclass(frozen=True)
@@ -44,6 +49,7 @@ class ReplicaProcessSpec:
     log_path: str
     env: dict[str, str] = field(default_factory=dict)
     gpu_memory_fraction: float | None = None
+    scratch_dirs: list[str] = field(default_factory=list)  # removed with the replica (its model cache)
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -107,7 +113,7 @@ class ReplicaHost:
                         env=env,
                         cwd=spec.cwd,
                         process_group=0,
-                        preexec_fn=_die_with_parent,
+                        preexec_fn=_prepare_child,
                     )
             except OSError as exc:
                 self._start_error = f"{type(exc).__name__}: {exc}"
@@ -160,8 +166,6 @@ class ReplicaHost:
             os.killpg(self._popen.pid, sig)
 
     def remove_files(self) -> None:
-        """The run folder goes with the replica (its log stays, for ``thrifty logs``)."""
-        for name in ("spec.json", "port", "status.json"):
-            (self._run_dir / name).unlink(missing_ok=True)
-        with contextlib.suppress(OSError):
-            self._run_dir.rmdir()
+        """The run folder and model cache go with the replica (its log stays, for ``thrifty logs``)."""
+        for folder in (self._run_dir, *map(Path, self._spec.scratch_dirs)):
+            shutil.rmtree(folder, ignore_errors=True)
