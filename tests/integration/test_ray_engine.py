@@ -22,7 +22,7 @@ from thrifty.clouds.base import CAPACITY_LABEL, NODE_LABEL, POOL_LABEL, CloudNod
 from thrifty.clouds.simulated import SimulatedCloud, pool_resource  # noqa: E402
 from thrifty.config.schema import ApiConfig  # noqa: E402
 from thrifty.dataplane.platform_secret import HEADER, ensured_secret_file, read_secret  # noqa: E402
-from thrifty.engines.base import ReplicaLaunch, ReplicaObservation  # noqa: E402
+from thrifty.engines.base import Engine, ReplicaLaunch, ReplicaObservation  # noqa: E402
 from thrifty.engines.ray import ACTOR_DIED, RayEngine, RayPlacement, actor_name  # noqa: E402
 from thrifty.engines.ray_cluster import NAMESPACE, RayCluster, RayNode  # noqa: E402
 from thrifty.policy.cluster_types import NodeSpec  # noqa: E402
@@ -116,6 +116,8 @@ async def platform(
     project = tmp_path_factory.mktemp("project")
     (project / "predictor.py").write_text(PREDICTOR)
     engine = RayEngine(home, default_grace_s=2.0, poll_interval_s=0.1)
+    protocol: Engine = engine  # the operator's seam (checked by mypy)
+    assert protocol is engine
     cloud = SimulatedCloud(cluster, home, launch_delay_s=0.0)
     yield Platform(home, project, cluster, engine, cloud)
     await engine.close(2.0)

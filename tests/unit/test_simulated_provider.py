@@ -11,7 +11,7 @@ import pytest
 
 pytest.importorskip("ray")
 
-from thrifty.clouds.base import CapacityError, UnknownNodeError
+from thrifty.clouds.base import CapacityError, CloudProvider, UnknownNodeError
 from thrifty.clouds.local import LOCAL_NODE_ID, LocalCloud, this_machine
 from thrifty.clouds.simulated import SimulatedCloud, pool_resource, ray_start_args
 from thrifty.engines.ray_cluster import RayCluster
@@ -39,6 +39,11 @@ def cloud(tmp_path: Path, clock: Clock | None = None) -> SimulatedCloud:
     # No Ray is reached: every node here stays within its (long) launch delay.
     unreachable = RayCluster("127.0.0.1:1", started_head=False, temp_dir=None)
     return SimulatedCloud(unreachable, tmp_path, launch_delay_s=3600, clock=clock or Clock())
+
+
+def test_both_providers_fit_the_protocol(tmp_path: Path) -> None:
+    providers: list[CloudProvider] = [cloud(tmp_path), LocalCloud()]  # checked by mypy
+    assert len(providers) == 2
 
 
 def test_ray_start_args_declare_the_pools_shape_resource_and_labels() -> None:
