@@ -14,7 +14,7 @@ pytest.importorskip("ray")
 from thrifty.clouds.base import CapacityError, CloudProvider, UnknownNodeError
 from thrifty.clouds.local import LOCAL_NODE_ID, LocalCloud, this_machine
 from thrifty.clouds.simulated import SimulatedCloud, pool_resource, ray_start_args
-from thrifty.engines.ray_cluster import RayCluster
+from thrifty.engines.ray_cluster import MAX_TEMP_DIR_CHARS, RayCluster, ray_temp_dir
 from thrifty.policy.cluster_types import NodeSpec
 
 GPU = NodeSpec(
@@ -130,3 +130,15 @@ async def test_local_provider_is_this_machine_and_buys_nothing() -> None:
     with pytest.raises(UnknownNodeError):
         await local.terminate("other")
     assert local.notices() == []
+
+
+def test_ray_temp_dir_is_short_enough_for_rays_sockets(tmp_path: Path) -> None:
+    short_home = Path("/tmp") / f"t-{tmp_path.name[-6:]}"
+    assert ray_temp_dir(short_home) == short_home / "ray"
+    long_home = tmp_path / ("x" * 60)
+    chosen = ray_temp_dir(long_home)
+    assert len(str(chosen)) <= MAX_TEMP_DIR_CHARS and chosen.is_dir()
+    assert (long_home / "run" / "ray-temp-dir").read_text().strip() == str(chosen)
+    chosen.rmdir()
+    (short_home / "ray").rmdir()
+    short_home.rmdir()

@@ -24,8 +24,8 @@ NAMESPACE = "thrifty"
 DEFAULT_OBJECT_STORE_BYTES = 100 * 1024 * 1024
 HEALTH_CHECK_PERIOD_MS = 500
 # Ray puts Unix sockets under <temp dir>/session_<date>_<pid>/sockets/: a path longer than this would pass
-# the 107-byte limit of a socket address.
-MAX_TEMP_DIR_CHARS = 40
+# the 107-byte limit of a socket address (the session name is ~45 characters, the socket names ~20).
+MAX_TEMP_DIR_CHARS = 36
 
 DrainReason = Literal["preemption", "idle"]
 _DRAIN_REASONS = {"preemption": "DRAIN_NODE_REASON_PREEMPTION", "idle": "DRAIN_NODE_REASON_IDLE_TERMINATION"}
@@ -41,7 +41,8 @@ class RayNode:
     death_reason: str = ""
 
 
-def _temp_dir(home: Path) -> Path:
+def ray_temp_dir(home: Path) -> Path:
+    """Where Ray keeps its session (sockets, logs): under the home when the path is short enough."""
     wanted = home / "ray"
     if len(str(wanted)) <= MAX_TEMP_DIR_CHARS:
         wanted.mkdir(parents=True, exist_ok=True)
@@ -77,7 +78,7 @@ class RayCluster:
         if address is not None:
             ctx = api.init(address=address, **common)
             return cls(str(ctx.address_info["gcs_address"]), started_head=False, temp_dir=None)
-        temp_dir = _temp_dir(home)
+        temp_dir = ray_temp_dir(home)
         threshold = max(2, round(node_death_timeout_s * 1000 / HEALTH_CHECK_PERIOD_MS))
         ctx = api.init(
             num_cpus=head_cpus,
