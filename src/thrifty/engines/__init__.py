@@ -1,1 +1,2 @@
-"""Where replicas run: the Engine protocol and its implementations (local subprocesses, fake)."""
+"""Where replicas run: the Engine protocol and its implementations (local subprocesses; Ray actors with the
+``ray`` extra, imported only when chosen; fake)."""
