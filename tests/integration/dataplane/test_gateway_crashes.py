@@ -8,6 +8,7 @@ import signal
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -70,10 +71,18 @@ async def test_replica_killed_under_load_fails_no_request(
 
     failures = [s for s in statuses if s != 200]
     assert failures == [] and len(statuses) >= CLIENTS * 8
-    stats = gateway.app.stats_json()["apis"]["test-api"]
+    stats = _api_stats(gateway, "test-api")
     assert stats["retries"] >= 2  # at least the requests cut off in flight went to the survivor
     assert stats["requests"]["2xx"] == len(statuses)
     assert survivor.proc.returncode is None
+
+
+def _api_stats(gateway: RunningGateway, api: str) -> dict[str, Any]:
+    apis = gateway.app.stats_json()["apis"]
+    assert isinstance(apis, dict)
+    stats = apis[api]
+    assert isinstance(stats, dict)
+    return stats
 
 
 async def _busy(client: httpx.AsyncClient, port: object, n: int) -> bool:
@@ -90,7 +99,7 @@ async def test_poison_request_kills_at_most_two_replicas_then_502(
     # The first replica it reached and the one it was retried on (1 + RESET_RETRIES) exit; the third never saw it.
     await eventually(lambda: sum(p.proc.returncode is not None for p in procs) == 2, timeout_s=10)
     assert [p.proc.returncode for p in procs].count(1) == 2
-    assert gateway.app.stats_json()["apis"]["test-api"]["retries"] == 1
+    assert _api_stats(gateway, "test-api")["retries"] == 1
     ok = await client.post(f"{gateway.url}/test-api", json={"a": 1})  # the last replica still serves
     assert ok.status_code == 200 and ok.json() == {"payload": {"a": 1}, "type": "dict"}
 
