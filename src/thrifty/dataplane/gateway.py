@@ -21,6 +21,10 @@
   over the replica's own, so the replica's 504 normally wins) -> 504, API keys (salted sha256,
   ``api_key_hashes``, compared in constant time) -> 401, also for ``GET /<api>``; ``GET /metrics`` behind
   ``metrics_key_hashes`` when set. Every request to a replica carries the platform secret (``platform_secret``).
+- Splitters (``gateway_splitters``): ``POST /<splitter>[/...]`` picks a backend API and then takes exactly the
+  path of a request to that API (``_forward``); shadow copies go out fire and forget. The Open Inference
+  Protocol (``gateway_v2``): ``/v2/models/<api>/...`` is forwarded, path unchanged, to a V2 API's replicas.
+  Both are looked up only after the API table misses, so a plain API request pays nothing for them.
 - Also ``GET /<api>`` (status; its ``endpoint`` is built from the configured ``public_url``, never from the
   request's Host header), ``GET /healthz``, ``GET /metrics`` (Prometheus text).
 """
@@ -35,6 +39,7 @@ from collections.abc import Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from thrifty.dataplane import gateway_v2
 from thrifty.dataplane.api_key_hashes import key_matches
 from thrifty.dataplane.cold_start import ColdStartHold
 from thrifty.dataplane.gateway_models import ModelMetricsCollector, choose_for_model, model_request_key, models_json
@@ -46,6 +51,7 @@ from thrifty.dataplane.gateway_routes import (
     build_routes,
     removed_endpoints,
 )
+from thrifty.dataplane.gateway_splitters import ShadowSender, SplitterRoute, build_splitters
 from thrifty.dataplane.gateway_stats import GatewayCollector
 from thrifty.dataplane.http_messages import Headers, Request, RequestIds, Response, error_response, json_response
 from thrifty.dataplane.platform_secret import HEADER as SECRET_HEADER
@@ -106,6 +112,8 @@ class GatewayApp:
         self._clock = clock
         self._margin_s = timeout_margin_s
         self.routes: dict[bytes, ApiRoute] = {}
+        self.splitters: dict[bytes, SplitterRoute] = {}
+        self.shadow = ShadowSender(self._forward, clock)
         self._cold = ColdStartHold()
         self._request_ids = RequestIds(b"gw" + os.urandom(4).hex().encode("ascii") + b"-")
         self.registry = CollectorRegistry(auto_describe=False)
@@ -119,7 +127,8 @@ class GatewayApp:
         ``pushed=False``: the table saved by a previous gateway process, loaded before listening."""
         self.routes_pushed = self.routes_pushed or pushed
         old = self.routes
-        self.routes = build_routes(doc, old, self._clock())
+        self.routes = routes = build_routes(doc, old, self._clock())
+        self.splitters = build_splitters(doc, self.splitters, routes)
         for host, port in removed_endpoints(old, self.routes):
             self._pool.close_host(host, port)
         self._cold.routes_changed(self.routes)
@@ -131,12 +140,22 @@ class GatewayApp:
             apis[r.name] = doc = r.stats.to_json(r, now)
             if r.multi_model:
                 doc["models"] = models_json(r)
-        return {"boot_id": self.boot_id, "apis": apis}
+        splitters = {s.name: s.stats.to_json() for s in self.splitters.values()}
+        return {"boot_id": self.boot_id, "apis": apis, "splitters": splitters}
 
     # -- HTTP ----------------------------------------------------------------------------------------------
     def body_limit(self, request: Request) -> int:
         route = self.routes.get(_api_name(request.path))
-        return route.max_payload if route is not None else DEFAULT_MAX_PAYLOAD
+        if route is not None:
+            return route.max_payload
+        name = _api_name(request.path)
+        if name == b"v2":
+            name = gateway_v2.model_name(request.path) or b""
+            route = self.routes.get(name)
+            if route is not None:
+                return route.max_payload
+        split = self.splitters.get(name)
+        return split.max_payload if split is not None else DEFAULT_MAX_PAYLOAD
 
     async def handle(self, request: Request) -> Response:
         path = request.path
@@ -160,6 +179,15 @@ class GatewayApp:
             if self._metrics_keys and not _bearer_matches(request, self._metrics_keys):
                 return _unauthorized(self._request_id(request))
             return Response(200, generate_latest(self.registry), CONTENT_TYPE_LATEST.encode("ascii"))
+        split = self.splitters.get(name)
+        if split is not None:
+            if method == b"POST":
+                return await self._split(request, split, b"/" if slash < 0 else path[slash:])
+            return error_response(
+                405, "method_not_allowed", "predict with POST", self._request_id(request), [(b"allow", b"POST")]
+            )
+        if name == b"v2":
+            return await self._v2(request)
         api = name.decode("utf-8", "replace")
         if not self.routes_pushed:
             return error_response(
@@ -167,6 +195,44 @@ class GatewayApp:
                 self._request_id(request), _RETRY_AFTER,
             )  # fmt: skip
         return error_response(404, "api_not_found", f"no API named {api!r} is deployed", self._request_id(request))
+
+    async def _split(self, request: Request, split: SplitterRoute, fwd_path: bytes) -> Response:
+        """A splitter's request: choose the backend, copy to the shadow, then the backend API's own path."""
+        backend = split.pick(request)
+        if split.shadow is not None and split.take_shadow():
+            shadow = split.shadow
+            self.shadow.send(request, self.routes.get(shadow), fwd_path, split.stats, shadow.decode("utf-8"))
+        route = self.routes.get(backend)
+        start = self._clock()
+        if route is None:  # the table always lists a splitter's backends; kept for a table pushed by hand
+            resp = error_response(
+                503, "no_replica_available", f"backend {backend.decode()!r} is not routed", self._request_id(request),
+                _RETRY_AFTER,
+            )  # fmt: skip
+        else:
+            resp = await self._forward(request, route, fwd_path)
+        split.stats.backend(route.name if route is not None else backend.decode()).record(
+            resp.status, self._clock() - start
+        )
+        resp.headers = [*(resp.headers or ()), (b"x-thrifty-backend", backend)]
+        return resp
+
+    async def _v2(self, request: Request) -> Response:
+        """``/v2/...`` (no API is named v2): the server's own answers, else a V2 API or splitter's request."""
+        path = request.path
+        answer = gateway_v2.server_answer(request.method, path, self.routes_pushed)
+        if answer is not None:
+            return answer
+        name = gateway_v2.model_name(path)
+        if name is None:
+            return error_response(404, "not_found", "no such V2 endpoint", self._request_id(request))
+        route = self.routes.get(name)
+        if route is not None and route.v2:
+            return await self._forward(request, route, path)
+        split = self.splitters.get(name)
+        if split is not None and split.v2:
+            return await self._split(request, split, path)
+        return gateway_v2.not_found(name)
 
     def _api_status(self, request: Request, route: ApiRoute) -> Response:
         doc: dict[str, object] = {

@@ -139,6 +139,7 @@ async def serve(
     _log.info("stopping (grace %.1fs)", args.grace_s)
     await public.stop(args.grace_s)
     await admin.stop(1.0)
+    await gateway.shadow.close()
     pool.close()
     _log.info("stopped")
     return 0

@@ -11,9 +11,9 @@ restarted after a crash routes at once from it instead of waiting for the operat
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from thrifty.dataplane.gateway_stats import ApiStats
 from thrifty.dataplane.process_io import write_atomic
@@ -43,10 +43,37 @@ class ApiRouteDoc(_Doc):
     max_cold_queue: int = Field(1000, ge=1)
     # A multi-model API: requests name a model (POST /<api>/<model>[/<version>]) and go to replicas holding it.
     multi_model: bool = False
+    # v2: also served at /v2/models/<api>/... (the Open Inference Protocol), the path forwarded as it is.
+    protocol: Literal["thrifty", "v2"] = "thrifty"
+
+
+class SplitterBackendDoc(_Doc):
+    api: str = Field(..., min_length=1)
+    weight: float = Field(..., ge=0, le=1_000_000)
+
+
+class ShadowDoc(_Doc):
+    api: str = Field(..., min_length=1)
+    percent: float = Field(100.0, gt=0, le=100)
+
+
+class SplitterRouteDoc(_Doc):
+    """A splitter as the gateway routes it: the operator sends the weights in force (a canary's included)."""
+
+    backends: list[SplitterBackendDoc] = Field(..., min_length=1)
+    sticky_header: str | None = None
+    shadow: ShadowDoc | None = None
+
+    @model_validator(mode="after")
+    def _some_weight(self) -> SplitterRouteDoc:
+        if not any(b.weight > 0 for b in self.backends):
+            raise ValueError("no backend has a weight above 0")
+        return self
 
 
 class RoutesDoc(_Doc):
     apis: dict[str, ApiRouteDoc] = Field(default_factory=dict)
+    splitters: dict[str, SplitterRouteDoc] = Field(default_factory=dict)
 
 
 class ReplicaState:
@@ -76,7 +103,7 @@ class ReplicaState:
 class ApiRoute:
     __slots__ = (
         "cold_start_timeout_s", "hold_when_empty", "key_hashes", "lost_s", "max_cold_queue", "max_payload",
-        "model_orders", "multi_model", "name", "name_bytes", "replicas", "stats", "timeout_s",
+        "model_orders", "multi_model", "name", "name_bytes", "replicas", "stats", "timeout_s", "v2",
     )  # fmt: skip
 
     def __init__(
@@ -91,6 +118,7 @@ class ApiRoute:
         cold_start_timeout_s: float = 120.0,
         max_cold_queue: int = 1000,
         multi_model: bool = False,
+        v2: bool = False,
     ) -> None:
         self.name = name
         self.name_bytes = name.encode("utf-8")
@@ -103,6 +131,7 @@ class ApiRoute:
         self.cold_start_timeout_s = cold_start_timeout_s
         self.max_cold_queue = max_cold_queue
         self.multi_model = multi_model
+        self.v2 = v2  # served at /v2/models/<name>/... too
         self.model_orders: dict[bytes, tuple[int, ...]] = {}  # rendezvous order per model, for these replicas
         # When a replica was last lost (refused a connection, reset a request, or left the table without
         # draining first: a crash): until a replacement is listed, requests wait for it instead of a 503.
@@ -139,6 +168,7 @@ def build_routes(doc: RoutesDoc, old: dict[bytes, ApiRoute], now_s: float = 0.0)
             cold_start_timeout_s=api.cold_start_timeout_s,
             max_cold_queue=api.max_cold_queue,
             multi_model=api.multi_model,
+            v2=api.protocol == "v2",
         )
         if prev is not None:
             route = new[key]

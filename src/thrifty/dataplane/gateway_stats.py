@@ -73,6 +73,47 @@ class ApiStats:
         }
 
 
+def _latency_json(stats: ApiStats) -> dict[str, Any]:
+    counts = list(stats.buckets)
+    return {"bounds_s": list(LATENCY_BOUNDS_S), "counts": counts, "sum_s": stats.sum_s, "count": stats.count}
+
+
+class SplitterStats:
+    """One splitter's figures: per backend, the requests it served through the splitter (status and latency
+    as the client saw them); per shadow API, what its copies got, and the copies dropped (queue full) or
+    with no route. The APIs' own ``ApiStats`` count these requests too (autoscaling sees them)."""
+
+    __slots__ = ("backends", "shadow", "shadow_dropped")
+
+    def __init__(self) -> None:
+        self.backends: dict[str, ApiStats] = {}
+        self.shadow: dict[str, ApiStats] = {}
+        self.shadow_dropped = 0
+
+    def backend(self, api: str) -> ApiStats:
+        stats = self.backends.get(api)
+        if stats is None:
+            stats = self.backends[api] = ApiStats()
+        return stats
+
+    def shadow_of(self, api: str) -> ApiStats:
+        stats = self.shadow.get(api)
+        if stats is None:
+            stats = self.shadow[api] = ApiStats()
+        return stats
+
+    def to_json(self) -> dict[str, Any]:
+        def one(s: ApiStats) -> dict[str, Any]:
+            c = s.codes
+            return {"requests": {"2xx": c[2], "4xx": c[4], "5xx": c[5]}, "latency": _latency_json(s)}
+
+        return {
+            "backends": {name: one(s) for name, s in self.backends.items()},
+            "shadow": {name: one(s) for name, s in self.shadow.items()},
+            "shadow_dropped": self.shadow_dropped,
+        }
+
+
 class GatewayCollector(Collector):
     """Builds the Prometheus families from the live routing table at scrape time."""
 

@@ -2,6 +2,8 @@
 
 Endpoints: ``POST /`` predicts (the gateway strips the ``/<api>`` prefix); for a multi-model API,
 ``POST /<model>[/<version>]`` predicts with that model (``replica_models``) and ``POST /`` is a 400;
+an API with ``serving.protocol: v2`` answers the Open Inference Protocol at ``/v2/models/<api>/...``
+(``replica_v2``: tensors are decoded here, not in the gateway) and refuses ``POST /``;
 ``GET /healthz`` (alive), ``GET /readyz`` (predictor constructed), ``GET /_thrifty/stats`` (the figures the
 operator, the gateway and tests read), ``GET /_thrifty/models`` (the model cache, multi-model APIs).
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import traceback
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from thrifty.config.schema import ApiConfig
@@ -27,6 +30,7 @@ from thrifty.dataplane.payloads import PayloadError, decode_payload, encode_resu
 from thrifty.dataplane.platform_secret import HEADER as SECRET_HEADER
 from thrifty.dataplane.platform_secret import presented_matches
 from thrifty.dataplane.replica_scheduler import BatchResultError, PredictorFailedError, PredictScheduler
+from thrifty.dataplane.replica_v2 import V2Serving, v2_error
 from thrifty.errors import TimeoutExceededError
 from thrifty.policy.admission import AdmissionDecision, Verdict
 
@@ -54,15 +58,26 @@ class ReplicaApp:
         self._request_ids = RequestIds(replica_id.encode("latin-1", "replace") + b"-")
         self.draining = False
         self.models: ModelServing | None = None  # set for a multi-model API
+        self.predictor_instance: Any = None  # the predictor object (V2 metadata reads its inputs/outputs)
+        self._v2 = V2Serving(api.name) if api.serving.protocol == "v2" else None
+        # POST /: the thrifty protocol's predict; a V2 API points callers at its V2 path instead.
+        self._post_root = self._predict if self._v2 is None else self._v2_only
 
     # -- lifecycle ------------------------------------------------------------------------------------------
     @property
     def ready(self) -> bool:
         return self._scheduler is not None and not self.draining
 
-    def set_scheduler(self, scheduler: PredictScheduler, models: ModelServing | None = None) -> None:
+    @property
+    def scheduler(self) -> PredictScheduler | None:
+        return self._scheduler
+
+    def set_scheduler(
+        self, scheduler: PredictScheduler, models: ModelServing | None = None, *, predictor: Any = None
+    ) -> None:
         """The predictor is constructed (and ``models`` preloaded): start serving predictions."""
         self.models = models
+        self.predictor_instance = predictor
         scheduler.draining = self.draining
         self._scheduler = scheduler
 
@@ -125,11 +140,15 @@ class ReplicaApp:
                 if self.models is not None:
                     resp = self.models.not_a_model_path(self._request_id(request))
                 else:
-                    resp = await self._predict(request)
+                    resp = await self._post_root(request)
             else:
                 resp = error_response(
                     405, "method_not_allowed", "predict with POST", self._request_id(request), [(b"allow", b"POST")]
                 )
+            self._counts[resp.status // 100] += 1
+            return resp
+        if self._v2 is not None and path.startswith(b"/v2/"):
+            resp = await self._v2.handle(request, self._request_id(request), self)
             self._counts[resp.status // 100] += 1
             return resp
         if method == b"GET":
@@ -172,6 +191,12 @@ class ReplicaApp:
             return error_response(400, "invalid_payload", str(exc), rid)
         return await self.run(scheduler, payload, decision, rid)
 
+    async def _v2_only(self, request: Request) -> Response:
+        name = self.api.name
+        return v2_error(
+            404, f"this API speaks the Open Inference Protocol: POST /v2/models/{name}/infer", self._request_id(request)
+        )
+
     def rejection(self, decision: AdmissionDecision, rid: bytes) -> Response:
         """The 503 for a request that admission refused."""
         if decision.verdict is Verdict.REJECT_DRAINING:
@@ -187,8 +212,10 @@ class ReplicaApp:
         decision: AdmissionDecision,
         rid: bytes,
         deadline: float | None = None,
+        encode: Callable[[Any, bytes], Response] | None = None,
     ) -> Response:
-        """Run one admitted request through the scheduler and turn the outcome into a response."""
+        """Run one admitted request through the scheduler and turn the outcome into a response (by ``encode``
+        when given: the V2 protocol's tensors)."""
         try:
             result = await scheduler.run(payload, decision, deadline)
         except PredictorFailedError as exc:
@@ -204,6 +231,8 @@ class ReplicaApp:
             return error_response(500, "predictor_error", PREDICTOR_FAILED, rid)
         except TimeoutExceededError as exc:
             return error_response(504, "timeout", exc.message, rid)
+        if encode is not None:
+            return encode(result, rid)
         try:
             body, content_type = encode_result(result)
         except TypeError as exc:

@@ -154,7 +154,7 @@ async def serve(args: argparse.Namespace, api: ApiConfig, project_dir: Path, sec
                 runner.stop()
             return 0
         preload.result()
-    app.set_scheduler(scheduler, models)
+    app.set_scheduler(scheduler, models, predictor=predictor.instance)
     write_atomic(args.status_file, orjson.dumps({"ready": True, "port": server.port}))
     _log.info("ready on port %d", server.port)
 

@@ -32,7 +32,7 @@ async def start_replica() -> AsyncIterator[ReplicaFactory]:
         app = ReplicaApp(api, replica_id)
         server = HttpServer(app, host="127.0.0.1", port=0)
         await server.start()
-        app.set_scheduler(PredictScheduler(predictor, api.serving, runner))
+        app.set_scheduler(PredictScheduler(predictor, api.serving, runner), predictor=predictor.instance)
         replica = RunningReplica(app, server, predictor, runner)
         started.append(replica)
         return replica
