@@ -154,6 +154,15 @@ class ServingConfig(Strict):
         30.0, gt=0, description="Longest time a request may spend in the replica (queue + predict); then 504."
     )
     max_payload: Size = Field(10 * 2**20, gt=0, description="Largest request body; larger gets 413.")
+    stream_idle_timeout: Duration = Field(
+        30.0,
+        gt=0,
+        description="A streaming predict (a generator): longest wait for the next chunk once the first is sent "
+        "(request_timeout bounds the first); then the stream is cut (SSE: event: error).",
+    )
+    max_stream_duration: Duration | None = Field(
+        None, gt=0, description="A streaming predict: longest a whole stream may last; default no cap."
+    )
     batching: BatchingConfig | None = Field(
         None, description="Server-side batching; the predictor must define predict_batch(payloads)."
     )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from http import HTTPStatus
-from typing import Any
+from typing import Any, Protocol
 
 import httptools
 import orjson
@@ -61,6 +61,32 @@ class Response:
         self.close = close  # close the connection after this response
 
 
+class ChunkSource(Protocol):
+    """The body of a ``StreamResponse``: chunks as they are produced.
+
+    ``__anext__`` returns the next chunk (bytes; an empty one is skipped) or raises ``StopAsyncIteration`` at
+    the end; any other exception cuts the stream (the connection is aborted: no terminal chunk, so the client
+    sees an incomplete response). The server awaits ``__anext__`` only once the previous chunk has been
+    taken by the transport (back-pressure), cancels it when the client disconnects, and calls ``aclose()``
+    exactly once whatever happened, including when it never asked for a chunk."""
+
+    async def __anext__(self) -> bytes: ...
+
+    async def aclose(self) -> None: ...
+
+
+class StreamResponse(Response):
+    """A response sent with chunked transfer encoding, one chunk per item of ``chunks`` as it comes."""
+
+    __slots__ = ("chunks",)
+
+    def __init__(
+        self, status: int, chunks: ChunkSource, content_type: bytes | None = TEXT, headers: Headers | None = None
+    ) -> None:
+        super().__init__(status, b"", content_type, headers)
+        self.chunks = chunks
+
+
 def json_response(status: int, data: Any, headers: Headers | None = None, close: bool = False) -> Response:
     return Response(status, orjson.dumps(data), JSON, headers, close)
 
@@ -109,6 +135,26 @@ def encode_response(resp: Response, date_line: bytes, keep_alive: bool) -> bytes
     parts.append(b"\r\n" if keep_alive else b"connection: close\r\n\r\n")
     parts.append(resp.body)
     return b"".join(parts)
+
+
+def encode_stream_head(resp: Response, date_line: bytes, keep_alive: bool) -> bytes:
+    """The head of a streamed response: ``Transfer-Encoding: chunked`` instead of a Content-Length."""
+    parts = [status_line(resp.status), date_line]
+    if resp.content_type is not None:
+        parts += (b"content-type: ", resp.content_type, b"\r\n")
+    if resp.headers:
+        for name, value in resp.headers:
+            parts += (name, b": ", value, b"\r\n")
+    parts.append(b"transfer-encoding: chunked\r\n")
+    parts.append(b"\r\n" if keep_alive else b"connection: close\r\n\r\n")
+    return b"".join(parts)
+
+
+def encode_chunk(chunk: bytes) -> bytes:
+    return b"%x\r\n%b\r\n" % (len(chunk), chunk)
+
+
+LAST_CHUNK = b"0\r\n\r\n"
 
 
 class RequestIds:

@@ -26,6 +26,14 @@ clock as last read by the server) and one periodic sweep per server enforces the
 The application is an object with ``body_limit(request)`` (called once the headers are in; it may
 return a response instead, to refuse the request before its body is read) and
 ``async handle(request) -> Response``.
+
+Streamed responses (``StreamResponse``: a ``ChunkSource`` instead of a body) are sent with chunked transfer
+encoding, each chunk written as the source produces it. The next chunk is asked for only once the
+transport has taken the previous one (below its write buffer's high-water mark), so a slow reader slows the
+producer and a stream holds at most that buffer and one chunk. A client that disconnects mid-stream cancels
+the pending ``__anext__``; a source that raises cuts the stream (abort: no terminal chunk); ``aclose()`` is
+called once in every case. A stream has no deadline of its own here (its source bounds the gaps between
+chunks); a client that reads nothing for ``keep_alive_timeout_s`` is aborted as for any response.
 """
 
 from __future__ import annotations
@@ -42,10 +50,14 @@ from typing import Protocol
 import httptools
 
 from thrifty.dataplane.http_messages import (
+    LAST_CHUNK,
     DateHeader,
     Request,
     Response,
+    StreamResponse,
+    encode_chunk,
     encode_response,
+    encode_stream_head,
     error_response,
     request_target,
 )
@@ -208,7 +220,7 @@ class _Connection(asyncio.Protocol):
     __slots__ = (
         "_app", "_body", "_body_len", "_closing", "_dead", "_drain", "_head_bytes", "_headers", "_ignore_input",
         "_limit", "_loop", "_parser", "_parsing", "_pending", "_phase", "_read_paused", "_request", "_server",
-        "_task", "_transport", "_url", "_write_paused", "deadline",
+        "_streaming", "_task", "_transport", "_url", "_write_paused", "deadline",
     )  # fmt: skip
 
     def __init__(self, server: HttpServer, loop: asyncio.AbstractEventLoop) -> None:
@@ -232,6 +244,7 @@ class _Connection(asyncio.Protocol):
         self._dead = False
         self._read_paused = False
         self._write_paused = False
+        self._streaming = False  # a streamed response is being sent: a disconnect cancels its source
         self._drain: asyncio.Future[None] | None = None
         self.deadline = server.idle_deadline
         self._phase = _IDLE
@@ -251,6 +264,8 @@ class _Connection(asyncio.Protocol):
         self._server.connection_closed(self)
         if self._drain is not None and not self._drain.done():
             self._drain.set_result(None)
+        if self._streaming and self._task is not None:
+            self._task.cancel()  # the client went away: stop producing its stream now
         # The parser holds this protocol's bound methods and the transport holds the protocol: break both
         # cycles, so that a closed connection is freed at once rather than by a later cyclic GC pass.
         self._parser = None
@@ -414,19 +429,26 @@ class _Connection(asyncio.Protocol):
                     resp, keep = item, False
                 if keep and self._closing and not self._pending:
                     keep = self._parsing
-                if self._dead:
-                    return
-                if self._write_paused:
-                    await self._wait_writable()
+                if resp.__class__ is StreamResponse:
+                    if not await self._send_stream(resp, keep):  # type: ignore[arg-type]
+                        return
+                    transport = self._transport
+                    if transport is None:
+                        return
+                else:
                     if self._dead:
                         return
-                transport = self._transport
-                if transport is None:
-                    return
-                transport.write(encode_response(resp, self._server.date.line(), keep))
-                if not keep:
-                    transport.close()
-                    return
+                    if self._write_paused:
+                        await self._wait_writable()
+                        if self._dead:
+                            return
+                    transport = self._transport
+                    if transport is None:
+                        return
+                    transport.write(encode_response(resp, self._server.date.line(), keep))
+                    if not keep:
+                        transport.close()
+                        return
                 pending = self._pending
                 if not pending:
                     if not self._parsing:
@@ -442,6 +464,53 @@ class _Connection(asyncio.Protocol):
             self.abort()
         finally:
             self._task = None
+
+    async def _send_stream(self, resp: StreamResponse, keep: bool) -> bool:
+        """Send ``resp`` chunk by chunk as its source produces them; True when the connection goes on."""
+        chunks = resp.chunks
+        try:
+            if self._write_paused and not self._dead:
+                await self._wait_writable()
+            transport = self._transport
+            if self._dead or transport is None:
+                return False
+            self._streaming = True
+            transport.write(encode_stream_head(resp, self._server.date.line(), keep))
+            while True:
+                try:
+                    chunk = await chunks.__anext__()
+                except StopAsyncIteration:
+                    break
+                if self._dead:
+                    return False
+                if chunk:
+                    transport.write(encode_chunk(chunk))
+                    if self._write_paused:
+                        await self._wait_writable()  # back-pressure: the next chunk waits for this one
+                        if self._dead:
+                            return False
+            self._streaming = False
+            transport.write(LAST_CHUNK)
+            if not keep:
+                transport.close()
+            return keep
+        except asyncio.CancelledError:
+            if not self._dead:
+                raise  # not the client going away (the loop is stopping): let it through
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            return False
+        except Exception:
+            # The source failed mid-stream (it logs why): cut the stream so the client sees it incomplete.
+            self.abort()
+            return False
+        finally:
+            self._streaming = False
+            try:
+                await chunks.aclose()
+            except Exception:
+                _log.exception("closing a response stream failed")
 
     async def _wait_writable(self) -> None:
         # A client that reads nothing of what it is sent must not hold the connection (and its buffers).

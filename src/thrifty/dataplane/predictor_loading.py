@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from thrifty.config.schema import ApiConfig
+from thrifty.dataplane.replica_streaming import is_stream_function
 from thrifty.errors import PredictorLoadError
 
 
@@ -28,6 +29,8 @@ class LoadedPredictor:
     predict_is_async: bool
     predict_batch: Callable[[list[Any]], Any] | None
     predict_batch_is_async: bool
+    # predict is a generator function, sync or async: each item is streamed (replica_streaming)
+    predict_streams: bool = False
 
 
 def _module_name(rel_path: str) -> str:
@@ -131,4 +134,5 @@ def load_predictor(api: ApiConfig, project_dir: Path) -> LoadedPredictor:
         predict_is_async=predict is not None and inspect.iscoroutinefunction(predict),
         predict_batch=predict_batch,
         predict_batch_is_async=predict_batch is not None and inspect.iscoroutinefunction(predict_batch),
+        predict_streams=predict is not None and is_stream_function(predict),
     )

@@ -30,6 +30,13 @@ from thrifty.dataplane.payloads import PayloadError, decode_payload, encode_resu
 from thrifty.dataplane.platform_secret import HEADER as SECRET_HEADER
 from thrifty.dataplane.platform_secret import presented_matches
 from thrifty.dataplane.replica_scheduler import BatchResultError, PredictorFailedError, PredictScheduler
+from thrifty.dataplane.replica_streaming import (
+    PredictStream,
+    StreamPredictorError,
+    log_failure,
+    stream_response,
+    wants_sse,
+)
 from thrifty.dataplane.replica_v2 import V2Serving, v2_error
 from thrifty.errors import TimeoutExceededError
 from thrifty.policy.admission import AdmissionDecision, Verdict
@@ -189,7 +196,7 @@ class ReplicaApp:
             payload = decode_payload(request.headers.get(b"content-type"), request.body)
         except PayloadError as exc:
             return error_response(400, "invalid_payload", str(exc), rid)
-        return await self.run(scheduler, payload, decision, rid)
+        return await self.run(scheduler, payload, decision, rid, accept=request.headers.get(b"accept"))
 
     async def _v2_only(self, request: Request) -> Response:
         name = self.api.name
@@ -213,9 +220,12 @@ class ReplicaApp:
         rid: bytes,
         deadline: float | None = None,
         encode: Callable[[Any, bytes], Response] | None = None,
+        *,
+        accept: bytes | None = None,
     ) -> Response:
         """Run one admitted request through the scheduler and turn the outcome into a response (by ``encode``
-        when given: the V2 protocol's tensors)."""
+        when given: the V2 protocol's tensors). A generator's is streamed (``replica_streaming``): SSE when
+        ``accept`` asks for text/event-stream."""
         try:
             result = await scheduler.run(payload, decision, deadline)
         except PredictorFailedError as exc:
@@ -231,6 +241,8 @@ class ReplicaApp:
             return error_response(500, "predictor_error", PREDICTOR_FAILED, rid)
         except TimeoutExceededError as exc:
             return error_response(504, "timeout", exc.message, rid)
+        if result.__class__ is PredictStream:
+            return await _start_stream(result, rid, wants_sse(accept))
         if encode is not None:
             return encode(result, rid)
         try:
@@ -239,3 +251,20 @@ class ReplicaApp:
             _log.error("request_id=%s %s", rid.decode("latin-1"), exc)
             return error_response(500, "predictor_error", PREDICTOR_FAILED, rid)
         return Response(200, body, content_type, [(b"x-request-id", rid)])
+
+
+async def _start_stream(stream: PredictStream, rid: bytes, sse: bool) -> Response:
+    """Wait for the first item (within request_timeout) before answering: until then a failure is a plain
+    500 or 504 (and the gateway may still retry a cut-off), after it the response has started."""
+    try:
+        first = await stream.first()
+    except (StreamPredictorError, TimeoutExceededError) as exc:
+        await stream.aclose()
+        log_failure(rid, exc)
+        if isinstance(exc, TimeoutExceededError):
+            return error_response(504, "timeout", exc.message, rid)
+        return error_response(500, "predictor_error", PREDICTOR_FAILED, rid)
+    except BaseException:
+        await stream.aclose()
+        raise
+    return stream_response(stream, first, sse, rid)

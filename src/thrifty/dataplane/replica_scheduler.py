@@ -8,6 +8,8 @@ this module is the I/O around them: futures, timers, the worker threads.
   waiter. Async predictors run on the loop in the request's own task; sync ones on a worker thread.
 - With batching, requests wait in a FIFO; a batch of up to ``max_batch_size`` fires when full, or when
   ``batch_interval`` has passed since its first request, and takes one slot for one ``predict_batch`` call.
+- A streaming predict (a generator, ``replica_streaming``) holds its slot until its stream ends: ``run``
+  returns a ``PredictStream`` that frees the slot when it is closed.
 - ``request_timeout`` covers queue + predict (or ends at the ``deadline`` given to ``run``, which a multi-model
   request takes before it waits for its model to load). A sync predict that overruns still holds its slot (and its
   thread) until it really returns — the slot counts threads, not requests — while the client gets 504.
@@ -21,11 +23,13 @@ import functools
 import time
 from collections import deque
 from collections.abc import Callable
+from types import AsyncGeneratorType, GeneratorType
 from typing import Any
 
 from thrifty.config.schema import ServingConfig
 from thrifty.dataplane.deadlines import Deadlines
 from thrifty.dataplane.predictor_loading import LoadedPredictor
+from thrifty.dataplane.replica_streaming import PredictStream
 from thrifty.dataplane.thread_runner import ThreadRunner
 from thrifty.errors import ThriftyError, TimeoutExceededError
 from thrifty.policy.admission import RUN_NOW, AdmissionDecision, AdmissionLimits, admit
@@ -48,6 +52,9 @@ class PredictorFailedError(PredictorError):
 
 class BatchResultError(PredictorError):
     """predict_batch returned something other than one result per payload."""
+
+
+_STREAM_TYPES = (GeneratorType, AsyncGeneratorType)
 
 
 def _timeout(timeout_s: float) -> TimeoutExceededError:
@@ -95,6 +102,8 @@ class PredictScheduler:
         self._limits = AdmissionLimits.from_serving(serving)
         self._max_calls = serving.max_concurrency
         self._timeout_s = float(serving.request_timeout)
+        self._idle_timeout_s = float(serving.stream_idle_timeout)
+        self._max_stream_s = float(serving.max_stream_duration) if serving.max_stream_duration is not None else None
         self._batching = BatchingLimits.from_config(serving.batching) if serving.batching is not None else None
         if self._batching is None and predictor.predict is None:
             raise ValueError("a predictor without predict() needs serving.batching (load_predictor refuses it)")
@@ -143,7 +152,8 @@ class PredictScheduler:
     # -- one request per call -------------------------------------------------------------------------------
     async def run(self, payload: Any, decision: AdmissionDecision, deadline: float | None = None) -> Any:
         """Run one admitted request until ``deadline`` (default: ``request_timeout`` from now); raises
-        TimeoutExceededError, PredictorFailedError or BatchResultError."""
+        TimeoutExceededError, PredictorFailedError or BatchResultError. A streaming predict gives a
+        ``PredictStream`` holding the request's slot: the caller must ``aclose()`` it."""
         if deadline is None:
             deadline = self._clock() + self._timeout_s
         if self._batching is not None:
@@ -156,9 +166,30 @@ class PredictScheduler:
         if self._clock() >= deadline:
             self._release()
             raise _timeout(self._timeout_s)
+        if self._p.predict_streams:
+            try:
+                gen = self._predict(payload)  # a generator function: no user code runs until the first item
+            except Exception as exc:
+                self._release()
+                raise PredictorFailedError(exc) from exc
+            return self._stream(gen, deadline)
         if self._p.predict_is_async:
             return await self._run_async(payload, deadline)
         return await self._run_sync(loop, payload, deadline)
+
+    def _stream(self, gen: Any, deadline: float) -> PredictStream:
+        """A generator that holds a slot (taken already) until the stream is closed."""
+        return PredictStream(
+            gen,
+            release=self._release,
+            runner=self._runner,
+            deadlines=self._deadlines,
+            clock=self._clock,
+            first_deadline=deadline,
+            request_timeout_s=self._timeout_s,
+            idle_timeout_s=self._idle_timeout_s,
+            max_duration_s=self._max_stream_s,
+        )
 
     async def _wait_for_slot(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
         waiter: asyncio.Future[None] = loop.create_future()
@@ -204,8 +235,13 @@ class PredictScheduler:
         # Registered only around the predictor's await: whenever the sweep runs and finds it, the task is
         # suspended inside predict(), so the cancellation lands there and nowhere else.
         self._deadlines.add(expiry, deadline, expiry.fire)
+        streams = False
         try:
-            return await self._predict(payload)
+            result = await self._predict(payload)
+            if result.__class__ in _STREAM_TYPES:  # returned a generator: it keeps the slot
+                streams = True
+                return self._stream(result, deadline)
+            return result
         except asyncio.CancelledError:
             if expiry.fired:
                 task.uncancel()
@@ -215,13 +251,21 @@ class PredictScheduler:
             raise PredictorFailedError(exc) from exc
         finally:
             self._deadlines.discard(expiry)
-            self._release()
+            if not streams:
+                self._release()
 
     async def _run_sync(self, loop: asyncio.AbstractEventLoop, payload: Any, deadline: float) -> Any:
         fut: asyncio.Future[Any] = loop.create_future()
         release = self._release
 
         def outcome(ok: bool, value: Any) -> None:
+            if ok and value.__class__ in _STREAM_TYPES:  # returned a generator: it keeps the slot
+                stream = self._stream(value, deadline)
+                if fut.done():  # timed out meanwhile: nobody will read it
+                    loop.create_task(stream.aclose())
+                else:
+                    fut.set_result(stream)
+                return
             release()  # the thread is done: only now is its slot free
             if not fut.done():
                 if ok:
