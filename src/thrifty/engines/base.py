@@ -48,6 +48,14 @@ class ReplicaObservation:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class NodePlacement:
+    """Where placement put a replica: the engine's node id, and the memory of one GPU there (its GPU cap)."""
+
+    node_id: str
+    gpu_mem_bytes: int = 0
+
+
 class Engine(Protocol):
     async def start_replica(self, launch: ReplicaLaunch) -> ProcessIdentity | None:
         """Start it; returns the process's identity (for the store), or None where there is no local process."""
@@ -63,3 +71,12 @@ class Engine(Protocol):
 
     async def close(self, grace_s: float) -> None:
         """Stop every replica."""
+
+
+class PlacingEngine(Engine, Protocol):
+    """An engine that runs replicas on the node placement chose (the Ray engine; the fake one for tests)."""
+
+    async def start_replica(
+        self, launch: ReplicaLaunch, placement: NodePlacement | None = None
+    ) -> ProcessIdentity | None:
+        """Start it on ``placement``'s node (anywhere when None)."""

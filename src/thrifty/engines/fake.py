@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from thrifty.engines.base import ReplicaLaunch, ReplicaObservation
+from thrifty.engines.base import NodePlacement, ReplicaLaunch, ReplicaObservation
 from thrifty.engines.identity import ProcessIdentity
 
 
@@ -30,14 +30,18 @@ class FakeEngine:
         self.started: list[ReplicaLaunch] = []
         self.stopped: list[str] = []
         self.fail_next_start: dict[str, Any] | None = None
+        self.placements: dict[str, NodePlacement | None] = {}  # replica id -> the node it was started on
 
-    async def start_replica(self, launch: ReplicaLaunch) -> ProcessIdentity | None:
+    async def start_replica(
+        self, launch: ReplicaLaunch, placement: NodePlacement | None = None
+    ) -> ProcessIdentity | None:
         self._next_port += 1
         rep = _FakeReplica(launch, self._clock(), self._next_port)
         if self.fail_next_start is not None:
             rep.exit_code, rep.error = 3, self.fail_next_start
         self._replicas[launch.replica_id] = rep
         self.started.append(launch)
+        self.placements[launch.replica_id] = placement
         return None
 
     async def stop_replica(self, replica_id: str, grace_s: float) -> None:

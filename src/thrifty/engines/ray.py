@@ -39,7 +39,7 @@ from ray.exceptions import RayError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from thrifty.dataplane.platform_secret import ensured_secret_file
-from thrifty.engines.base import ReplicaLaunch, ReplicaObservation
+from thrifty.engines.base import NodePlacement, ReplicaLaunch, ReplicaObservation
 from thrifty.engines.gpu_limits import gpu_memory_fraction
 from thrifty.engines.identity import UNKNOWN_EXIT_CODE, ProcessIdentity
 from thrifty.engines.process import python_module_args
@@ -51,12 +51,7 @@ ACTOR_PREFIX = "thrifty-replica-"
 ACTOR_DIED = "replica_actor_died"
 
 
-@dataclass(frozen=True, slots=True)
-class RayPlacement:
-    """Where placement put a replica: the Ray node, and the memory of one GPU there (for its GPU cap)."""
-
-    node_id: str
-    gpu_mem_bytes: int = 0
+RayPlacement = NodePlacement  # the Ray node id, and the memory of one GPU there (for its GPU cap)
 
 
 @dataclass
