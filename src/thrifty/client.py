@@ -184,7 +184,16 @@ class Client:
     def list_apis(self) -> list[dict[str, Any]]:
         return list(self._call("GET", "/v1/apis")["apis"])
 
+    def overview(self) -> dict[str, Any]:
+        """{"apis": [...], "splitters": [...]} in one call (what `thrifty get` shows)."""
+        return dict(self._call("GET", "/v1/apis"))
+
+    def list_splitters(self) -> list[dict[str, Any]]:
+        """The deployed splitters with per-backend figures (requests, error rate, p50/p99) and canary progress."""
+        return list(self._call("GET", "/v1/apis").get("splitters", []))
+
     def get(self, name: str) -> dict[str, Any]:
+        """An API (its detail), or a splitter (``"kind": "splitter"``, its backends' figures)."""
         return dict(self._call("GET", f"/v1/apis/{name}"))
 
     def delete(self, name: str) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from typing import Any
 import click
 import orjson
 
-from thrifty.cli.output import age, api_detail, api_rows, print_json, table
+from thrifty.cli.output import age, api_detail, api_rows, print_json, splitter_detail, splitter_rows, table
 from thrifty.client import Client
 from thrifty.errors import ConfigError
 
@@ -53,6 +53,8 @@ def deploy(ctx: click.Context, path: str, wait: bool, timeout_s: float, output: 
             click.echo(f"{a['name']}: {a['action']}")
         else:
             click.echo(f"{a['name']}: {a['status']} at {client.gateway_url}/{a['name']}")
+    for s in result.get("splitters", []):
+        click.echo(f"{s['name']} (splitter): {s['action']} at {client.gateway_url}/{s['name']}")
 
 
 @click.command()
@@ -61,16 +63,27 @@ def deploy(ctx: click.Context, path: str, wait: bool, timeout_s: float, output: 
 @OUTPUT
 @click.pass_context
 def get(ctx: click.Context, name: str | None, watch: bool, output: str) -> None:
-    """List the APIs, or show one API with its endpoint and replicas."""
+    """List the APIs and splitters, or show one API (endpoint, replicas) or splitter (backends, canary)."""
     client = client_of(ctx)
     while True:
-        data: Any = client.get(name) if name else client.list_apis()
-        if output == "json":
-            print_json(data)
-        elif name:
-            click.echo(api_detail(data))
+        data: Any
+        if name:
+            data = client.get(name)
+            if output == "json":
+                print_json(data)
+            else:
+                click.echo(splitter_detail(data) if data.get("kind") == "splitter" else api_detail(data))
         else:
-            click.echo(api_rows(data) if data else "no APIs are deployed (use `thrifty deploy`)")
+            overview = client.overview()
+            apis, splitters = overview["apis"], overview.get("splitters", [])
+            if output == "json":  # the APIs, then each splitter ("kind": "splitter")
+                print_json([*apis, *splitters])
+            elif not apis and not splitters:
+                click.echo("no APIs are deployed (use `thrifty deploy`)")
+            else:
+                click.echo(
+                    "\n\n".join(t for t in (apis and api_rows(apis), splitters and splitter_rows(splitters)) if t)
+                )
         if not watch:
             return
         time.sleep(2)
@@ -143,7 +156,7 @@ def logs(ctx: click.Context, name: str, follow: bool, tail: int, output: str) ->
 @OUTPUT
 @click.pass_context
 def events(ctx: click.Context, name: str, kind: str | None, limit: int, output: str) -> None:
-    """Recent events of API NAME (deploys, status changes, replica exits, scaling decisions)."""
+    """Recent events of API or splitter NAME (deploys, status changes, replica exits, scaling, canary steps)."""
     evs = client_of(ctx).events(name, kind=kind, limit=limit)
     if output == "json":
         print_json(evs)
@@ -169,7 +182,7 @@ def refresh(ctx: click.Context, name: str, output: str) -> None:
 @OUTPUT
 @click.pass_context
 def delete(ctx: click.Context, name: str, output: str) -> None:
-    """Delete API NAME; its replicas finish their in-flight requests and stop."""
+    """Delete API or splitter NAME; an API's replicas finish their in-flight requests and stop."""
     result = client_of(ctx).delete(name)
     if output == "json":
         print_json(result)

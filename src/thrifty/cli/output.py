@@ -113,3 +113,59 @@ def api_detail(a: dict[str, Any]) -> str:
         out += ["", "recent events:"]
         out += [f"  {age(e['ts'])}  {e['kind']}: {e['message']}" for e in events]
     return "\n".join(out)
+
+
+def pct(value: float) -> str:
+    return f"{value:.3g}%"
+
+
+def splitter_rows(splitters: list[dict[str, Any]]) -> str:
+    """One row per backend (and shadow) of each splitter: weight, share in force, requests, errors, latency."""
+    headers = ["SPLITTER", "BACKEND", "WEIGHT", "SHARE", "REQUESTS", "ERRORS", "P50", "P99"]
+    rows = []
+    for s in splitters:
+        for i, b in enumerate(s["backends"]):
+            rows.append(
+                [
+                    s["name"] if i == 0 else "",
+                    b["api"],
+                    f"{b['weight']:g}",
+                    pct(b["percent"]),
+                    str(b["requests"]),
+                    pct(b["error_rate_pct"]),
+                    ms(b["p50_ms"]),
+                    ms(b["p99_ms"]),
+                ]
+            )
+        shadow = s.get("shadow")
+        if shadow:
+            rows.append(
+                [
+                    "",
+                    f"{shadow['api']} (shadow, {shadow['dropped']} dropped)",
+                    "-",
+                    pct(shadow["percent"]),
+                    str(shadow["requests"]),
+                    pct(shadow["error_rate_pct"]),
+                    ms(shadow["p50_ms"]),
+                    ms(shadow["p99_ms"]),
+                ]
+            )
+    return table(headers, rows)
+
+
+def splitter_detail(s: dict[str, Any]) -> str:
+    out = [splitter_rows([s]), "", f"endpoint: {s['endpoint']}"]
+    if s.get("sticky_header"):
+        out.append(f"sticky by header: {s['sticky_header']}")
+    canary = s.get("canary")
+    if canary:
+        steps = ", ".join(f"{x:g}" for x in canary["steps"])
+        out.append(f"canary: {canary['api']} {canary['phase']} at {canary['percent']:g}% (steps {steps})")
+        if canary.get("summary"):
+            out.append(f"  {canary['summary']}")
+    events = s.get("events", [])
+    if events:
+        out += ["", "recent events:"]
+        out += [f"  {age(e['ts'])}  {e['kind']}: {e['message']}" for e in events]
+    return "\n".join(out)

@@ -114,13 +114,18 @@ class AdminApi:
         return await self._op.deploy(body, config)
 
     async def _list(self, m: re.Match[str], q: dict[str, list[str]], body: bytes) -> Any:
-        await self._op.refresh_traffic()
-        return {"apis": self._op.list_apis()}
+        op = self._op
+        await op.refresh_traffic()
+        return {"apis": op.list_apis(), "splitters": op.splitters.list(op.traffic, op.gateway.url)}
 
     async def _get(self, m: re.Match[str], q: dict[str, list[str]], body: bytes) -> Any:
         name = m["name"]
-        await self._op.refresh_traffic()
-        out = self._op.describe(name, detail=True)
+        op = self._op
+        await op.refresh_traffic()
+        if name in op.splitters.runtimes and name not in op.apis:
+            out = op.splitters.describe(name, op.traffic, op.gateway.url)
+        else:
+            out = op.describe(name, detail=True)
         out["events"] = [e.to_dict() for e in self._op.store.events(name, limit=10)]
         return out
 

@@ -73,10 +73,12 @@ def route_entry(
         "api_keys_sha256": key_hashes,
         "max_payload": serving.max_payload,
         "request_timeout_s": serving.request_timeout,
+        "stream_idle_timeout_s": serving.stream_idle_timeout,
         "hold_when_empty": scaling.min_replicas == 0,
         "cold_start_timeout_s": scaling.cold_start_timeout,
         "max_cold_queue": scaling.max_cold_queue,
         "multi_model": rt.spec.config.models is not None,
+        "protocol": rt.spec.config.serving.protocol,
     }
 
 

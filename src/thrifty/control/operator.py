@@ -32,6 +32,7 @@ from thrifty.control.api_state import (
 from thrifty.control.gateway_link import Gateway
 from thrifty.control.home import Home
 from thrifty.control.scaling import Autoscaler
+from thrifty.control.splitters import Splitters
 from thrifty.control.store import ProcessRecord, Store
 from thrifty.control.stored_keys import key_env_names, resolve_keys, scrub_config_file, with_hashed_project_keys
 from thrifty.control.traffic import TrafficHistory
@@ -82,6 +83,7 @@ class Operator:
         self._api_keys: dict[str, list[str]] = {}
         self._recorded: set[str] = set()
         self.autoscaler = Autoscaler()
+        self.splitters = Splitters(store, clock)  # deployed splitters, their routes and canaries
         self._deploy_lock = asyncio.Lock()
         self._gateway_failures = 0
         self._projects_cleaned_s = -PROJECT_GC_INTERVAL_S
@@ -105,6 +107,7 @@ class Operator:
             adoption = f" ({running} running replicas adopted)" if running else ""
             message = "restored after an operator restart" + adoption
             self.store.add_event(spec.name, "restored", message, self.clock())
+        self.splitters.restore()
         self._tasks = [
             asyncio.create_task(self._reconcile_loop(), name="reconcile"),
             asyncio.create_task(self._metrics_loop(), name="metrics"),
@@ -146,6 +149,7 @@ class Operator:
         await asyncio.to_thread(scrub_config_file, config_file, config, hashed)  # the stored copy: no literal key
         config = hashed
         check_api_total(set(self.apis), [api.name for api in config.apis], limits, source)
+        self.splitters.check(config, {name: rt.spec.config for name, rt in self.apis.items()}, source)
         for api in config.apis:
             if not (project_dir / api.predictor.path).is_file():
                 raise ConfigError(
@@ -181,8 +185,9 @@ class Operator:
                 self.store.put_api(spec, now)
                 self.store.add_event(api.name, "deploy", f"{action} (revision {spec.revision})", now)
             results.append({"name": api.name, "action": action, "revision": self.apis[api.name].revision})
+        splitters = self.splitters.apply(config.splitters, now)
         self._wake.set()
-        return {"project": project_dir.name[:12], "apis": results}
+        return {"project": project_dir.name[:12], "apis": results, "splitters": splitters}
 
     def _runtime(self, name: str) -> ApiRuntime:
         rt = self.apis.get(name)
@@ -191,7 +196,11 @@ class Operator:
         return rt
 
     async def delete(self, name: str) -> dict[str, Any]:
+        if name in self.splitters.runtimes and name not in self.apis:
+            self._wake.set()
+            return self.splitters.delete(name)
         self._runtime(name)
+        self.splitters.check_api_delete(name)
         del self.apis[name]
         self._api_keys.pop(name, None)
         self.store.delete_api(name)
@@ -283,6 +292,7 @@ class Operator:
         self._forget_processes(observed)
         if now - self._projects_cleaned_s > PROJECT_GC_INTERVAL_S:
             self._clean_projects(observed, now)
+        self.splitters.update(now, self.traffic)  # canaries: weights for this tick's table
         if not await self._push_routes(observed, set(stops), now):
             stops = []  # the gateway does not know they drain: stopping them now would cut requests off
         for rid in stops:
@@ -398,7 +408,7 @@ class Operator:
             name: route_entry(rt, [o for o in observed if o.api == name], stopping, self._api_keys.get(name, []))
             for name, rt in self.apis.items()
         }
-        return {"apis": apis}
+        return {"apis": apis, "splitters": self.splitters.routes()}
 
     async def _push_routes(self, observed: list[ReplicaObservation], stopping: set[str], now: float) -> bool:
         """Send the routing table if it changed (or every few seconds); False when the gateway did not take it."""

@@ -1,4 +1,5 @@
-"""Operator state in SQLite: deployed APIs, their revision history, events, and the processes it started.
+"""Operator state in SQLite: deployed APIs and splitters, API revision history, events, and the processes it
+started.
 
 The store is the operator's memory across restarts: ``thrifty up`` after a crash reads it to restart
 (or adopt) what was deployed. Calls are synchronous; each is a single small statement in WAL mode.
@@ -40,6 +41,25 @@ CREATE TABLE IF NOT EXISTS events (
     data TEXT
 );
 CREATE INDEX IF NOT EXISTS events_api ON events (api, id);
+CREATE TABLE IF NOT EXISTS splitters (
+    name TEXT PRIMARY KEY,
+    config TEXT NOT NULL,
+    created_s REAL NOT NULL,
+    updated_s REAL NOT NULL,
+    canary TEXT
+);
+CREATE TABLE IF NOT EXISTS nodes (
+    id TEXT PRIMARY KEY,
+    pool TEXT NOT NULL,
+    instance_type TEXT NOT NULL,
+    spot INTEGER NOT NULL,
+    price_per_hour REAL NOT NULL,
+    state TEXT NOT NULL,
+    launched_at REAL NOT NULL,
+    ready_at REAL,
+    engine_node_id TEXT,
+    reason TEXT NOT NULL DEFAULT ''
+);
 CREATE TABLE IF NOT EXISTS processes (
     id TEXT PRIMARY KEY,
     kind TEXT NOT NULL,
@@ -65,10 +85,37 @@ class ProcessRecord:
 
 
 @dataclass(frozen=True)
+class NodeRecord:
+    """A node the operator bought (a row of ``thrifty cluster info``); times are wall-clock seconds."""
+
+    id: str
+    pool: str
+    instance_type: str
+    spot: bool
+    price_per_hour: float
+    state: str  # launching | ready | cordoned | terminating
+    launched_at: float
+    ready_at: float | None = None
+    engine_node_id: str | None = None
+    reason: str = ""  # why it was launched
+
+
+@dataclass(frozen=True)
 class StoredApi:
     spec: ApiSpec
     created_s: float
     updated_s: float
+
+
+@dataclass(frozen=True)
+class StoredSplitter:
+    """A deployed splitter: its config as deployed (JSON) and its canary's progress, if it has one."""
+
+    name: str
+    config: dict[str, Any]
+    created_s: float
+    updated_s: float
+    canary: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -136,6 +183,33 @@ class Store:
         ).fetchall()
         return [(str(r), float(c)) for r, c in rows]
 
+    # splitters --------------------------------------------------------------------------------------
+    def put_splitter(self, stored: StoredSplitter) -> None:
+        self._db.execute(
+            "INSERT INTO splitters (name, config, created_s, updated_s, canary) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT(name) DO UPDATE SET config=excluded.config, updated_s=excluded.updated_s, "
+            "canary=excluded.canary",
+            (
+                stored.name,
+                orjson.dumps(stored.config).decode(),
+                stored.created_s,
+                stored.updated_s,
+                orjson.dumps(stored.canary).decode() if stored.canary is not None else None,
+            ),
+        )
+
+    def delete_splitter(self, name: str) -> None:
+        self._db.execute("DELETE FROM splitters WHERE name = ?", (name,))
+
+    def list_splitters(self) -> list[StoredSplitter]:
+        rows = self._db.execute(
+            "SELECT name, config, created_s, updated_s, canary FROM splitters ORDER BY name"
+        ).fetchall()
+        return [
+            StoredSplitter(str(n), orjson.loads(c), float(cr), float(u), orjson.loads(k) if k else None)
+            for n, c, cr, u, k in rows
+        ]
+
     # events -----------------------------------------------------------------------------------------
     def add_event(self, api: str, kind: str, message: str, now_s: float, data: dict[str, Any] | None = None) -> None:
         self._db.execute(
@@ -169,6 +243,41 @@ class Store:
         return [
             Event(int(i), float(t), str(a), str(k), str(m), orjson.loads(d) if d else None)
             for i, t, a, k, m, d in reversed(rows)
+        ]
+
+    def cluster_events(self, kinds: tuple[str, ...], limit: int = 50) -> list[Event]:
+        """The platform's events (api "-") of these kinds: node launches, terminations, consolidations."""
+        marks = ",".join("?" * len(kinds))
+        rows = self._db.execute(
+            f"SELECT id, ts_s, api, kind, message, data FROM events WHERE api = '-' AND kind IN ({marks}) "
+            "ORDER BY id DESC LIMIT ?",
+            (*kinds, limit),
+        ).fetchall()
+        return [
+            Event(int(i), float(t), str(a), str(k), str(m), orjson.loads(d) if d else None)
+            for i, t, a, k, m, d in reversed(rows)
+        ]
+
+    # nodes ------------------------------------------------------------------------------------------
+    def put_node(self, node: NodeRecord) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO nodes (id, pool, instance_type, spot, price_per_hour, state, launched_at, "
+            "ready_at, engine_node_id, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (node.id, node.pool, node.instance_type, int(node.spot), node.price_per_hour, node.state,
+             node.launched_at, node.ready_at, node.engine_node_id, node.reason),
+        )  # fmt: skip
+
+    def delete_node(self, node_id: str) -> None:
+        self._db.execute("DELETE FROM nodes WHERE id = ?", (node_id,))
+
+    def nodes(self) -> list[NodeRecord]:
+        rows = self._db.execute(
+            "SELECT id, pool, instance_type, spot, price_per_hour, state, launched_at, ready_at, engine_node_id, "
+            "reason FROM nodes ORDER BY id"
+        ).fetchall()
+        return [
+            NodeRecord(str(i), str(p), str(t), bool(s), float(pr), str(st), float(la), ra, e, str(r))
+            for i, p, t, s, pr, st, la, ra, e, r in rows
         ]
 
     # processes the operator started (for adoption or clean-up after a crash) ----------------------------

@@ -12,7 +12,7 @@ after its last snapshot before a crash (at most the last second) is lost.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 RATE_WINDOW_S = 10.0
@@ -43,6 +43,7 @@ def percentile_from_histogram(bounds_s: list[float], counts: list[int], q: float
 class Sample:
     t_s: float
     apis: dict[str, Any]
+    splitters: dict[str, Any] = field(default_factory=dict)  # per splitter, per backend and shadow figures
 
 
 def _api(sample: Sample, name: str) -> dict[str, Any]:
@@ -147,9 +148,12 @@ class TrafficHistory:
 
     def add(self, t_s: float, stats: dict[str, Any]) -> None:
         apis = stats.get("apis", {})
+        splitters = stats.get("splitters", {})
         if self._samples and t_s < self._samples[-1].t_s:
             self._samples.clear()
-        self._samples.append(Sample(t_s, apis if isinstance(apis, dict) else {}))
+        self._samples.append(
+            Sample(t_s, apis if isinstance(apis, dict) else {}, splitters if isinstance(splitters, dict) else {})
+        )
         while self._samples and self._samples[0].t_s < t_s - HISTORY_S:
             self._samples.popleft()
 
@@ -161,6 +165,30 @@ class TrafficHistory:
     def models(self, name: str) -> list[dict[str, Any]]:
         """The models of a multi-model API in the latest snapshot (``model_rows``); [] before any."""
         return model_rows(_api(self._samples[-1], name).get("models")) if self._samples else []
+
+    def splitter(self, name: str) -> dict[str, Any]:
+        """A splitter's cumulative figures in the latest snapshot (``SplitterStats.to_json``); {} before any."""
+        if not self._samples:
+            return {}
+        doc = self._samples[-1].splitters.get(name)
+        return doc if isinstance(doc, dict) else {}
+
+    def splitter_summary(self, name: str) -> dict[str, Any]:
+        """Per backend (and per shadow API) of a splitter: requests, error rate (5xx), p50/p99 over the last
+        minute (since the gateway started when there was no traffic lately), and the shadow copies dropped."""
+        if not self._samples:
+            return {"backends": {}, "shadow": {}, "shadow_dropped": 0}
+        last = self.splitter(name)
+        base_sample = self._baseline(LATENCY_WINDOW_S)
+        base = base_sample.splitters.get(name, {}) if base_sample is not None else {}
+        out: dict[str, Any] = {"shadow_dropped": int(last.get("shadow_dropped", 0) or 0)}
+        for part in ("backends", "shadow"):
+            figures: dict[str, Any] = {}
+            for api, cur in (last.get(part) or {}).items():
+                prev = (base.get(part) or {}).get(api, {}) if isinstance(base, dict) else {}
+                figures[api] = _backend_figures(cur, prev)
+            out[part] = figures
+        return out
 
     def _baseline(self, window_s: float) -> Sample | None:
         if not self._samples:
@@ -205,3 +233,24 @@ class TrafficHistory:
             "requests": {k: int(requests.get(k, 0)) for k in ("2xx", "4xx", "5xx")},
             "replicas": cur.get("replicas", {}),
         }
+
+
+def _backend_figures(cur: dict[str, Any], prev: dict[str, Any]) -> dict[str, Any]:
+    requests = {k: int(cur.get("requests", {}).get(k, 0)) for k in ("2xx", "4xx", "5xx")}
+    total = sum(requests.values())
+    lat = cur.get("latency", {})
+    bounds = [float(b) for b in lat.get("bounds_s", [])]
+    counts = [int(c) for c in lat.get("counts", [])]
+    before = [int(c) for c in prev.get("latency", {}).get("counts", [])]
+    window = [c - (before[i] if i < len(before) else 0) for i, c in enumerate(counts)]
+    if sum(window) <= 0 or any(c < 0 for c in window):
+        window = counts  # no traffic lately (or the gateway restarted): the figures since it started
+    p50 = percentile_from_histogram(bounds, window, 0.5)
+    p99 = percentile_from_histogram(bounds, window, 0.99)
+    return {
+        "requests": total,
+        "by_class": requests,
+        "error_rate_pct": round(100.0 * requests["5xx"] / total, 3) if total else 0.0,
+        "p50_ms": None if p50 is None else round(p50 * 1000, 3),
+        "p99_ms": None if p99 is None else round(p99 * 1000, 3),
+    }
