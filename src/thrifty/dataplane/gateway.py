@@ -25,6 +25,10 @@
   path of a request to that API (``_forward``); shadow copies go out fire and forget. The Open Inference
   Protocol (``gateway_v2``): ``/v2/models/<api>/...`` is forwarded, path unchanged, to a V2 API's replicas.
   Both are looked up only after the API table misses, so a plain API request pays nothing for them.
+- Streamed responses (a generator predictor's, chunked: ``replica_streaming``): forwarded chunk by chunk as
+  they arrive (``upstream.UpstreamStream``, with back-pressure across both hops), counted in flight for the
+  replica and the API until the stream ends, each gap bounded by the API's ``stream_idle_timeout``; a stream
+  that has started is never retried (a cut-off replica cuts the client's stream).
 - Also ``GET /<api>`` (status; its ``endpoint`` is built from the configured ``public_url``, never from the
   request's Host header), ``GET /healthz``, ``GET /metrics`` (Prometheus text).
 """
@@ -53,7 +57,15 @@ from thrifty.dataplane.gateway_routes import (
 )
 from thrifty.dataplane.gateway_splitters import ShadowSender, SplitterRoute, build_splitters
 from thrifty.dataplane.gateway_stats import GatewayCollector
-from thrifty.dataplane.http_messages import Headers, Request, RequestIds, Response, error_response, json_response
+from thrifty.dataplane.http_messages import (
+    Headers,
+    Request,
+    RequestIds,
+    Response,
+    StreamResponse,
+    error_response,
+    json_response,
+)
 from thrifty.dataplane.platform_secret import HEADER as SECRET_HEADER
 from thrifty.dataplane.platform_secret import header_line
 from thrifty.dataplane.upstream import (
@@ -338,8 +350,9 @@ class GatewayApp:
             rep.in_flight += 1
             try:
                 up = await self._pool.request(
-                    rep.host, rep.port, b"".join((line, rep.authority, b"\r\n", rest, body)), remaining
-                )
+                    rep.host, rep.port, b"".join((line, rep.authority, b"\r\n", rest, body)), remaining,
+                    current.stream_idle_timeout_s + self._margin_s,
+                )  # fmt: skip
             except UpstreamConnectError:
                 current.lost_s = self._clock()
                 rep.ejected_until = current.lost_s + _EJECT_S
@@ -356,6 +369,8 @@ class GatewayApp:
             except UpstreamError as exc:
                 return _upstream_failed(rid, f"replica {rep.id}: {exc.message}")
             else:
+                if up.stream is not None:
+                    return self._relay_stream(up, rep, route)
                 if up.status != 503:
                     return _relay(up)
                 if _has_header(up, b"x-thrifty-draining"):
@@ -377,6 +392,26 @@ class GatewayApp:
         return error_response(
             503, "no_replica_available", f"no replica of {route.name!r} can take the request ({why})", rid, _RETRY_AFTER
         )
+
+    def _relay_stream(self, up: UpstreamResponse, rep: ReplicaState, route: ApiRoute) -> Response:
+        """A streamed response, forwarded chunk by chunk as it arrives. The request stays in flight, for the
+        replica and for the API (the autoscaler's signal), until the stream is closed; its latency is recorded
+        at its head (time to first chunk). It has started: whatever happens next is never retried."""
+        stream = up.stream
+        if stream is None:
+            return _relay(up)
+        stats = route.stats
+        rep.in_flight += 1  # taken over from _proxy, which gives its own back on return
+        stats.enter(self._clock())
+        clock = self._clock
+
+        def ended() -> None:
+            rep.in_flight -= 1
+            stats.leave(clock())
+
+        stream.on_close = ended
+        headers = [(n, v) for n, v in up.headers if n not in _RESPONSE_DROP]
+        return StreamResponse(up.status, stream, None, headers)
 
     async def _wait_for_replica(self, route: ApiRoute, remaining_s: float) -> bool:
         """No replica can take a request now: if the API recently lost a replica (a crash), wait a moment for

@@ -37,6 +37,7 @@ class ApiRouteDoc(_Doc):
     api_keys_sha256: list[str] = Field(default_factory=list, description="hex sha256 of each accepted key")
     max_payload: int = Field(DEFAULT_MAX_PAYLOAD, gt=0)
     request_timeout_s: float = Field(30.0, gt=0)
+    stream_idle_timeout_s: float = Field(30.0, gt=0)  # a streamed response: longest gap between chunks
     # Scale to zero: with no ready replica, hold requests (bounded) until one is, instead of answering 503.
     hold_when_empty: bool = False
     cold_start_timeout_s: float = Field(120.0, gt=0)
@@ -103,7 +104,8 @@ class ReplicaState:
 class ApiRoute:
     __slots__ = (
         "cold_start_timeout_s", "hold_when_empty", "key_hashes", "lost_s", "max_cold_queue", "max_payload",
-        "model_orders", "multi_model", "name", "name_bytes", "replicas", "stats", "timeout_s", "v2",
+        "model_orders", "multi_model", "name", "name_bytes", "replicas", "stats", "stream_idle_timeout_s", "timeout_s",
+        "v2",
     )  # fmt: skip
 
     def __init__(
@@ -126,6 +128,7 @@ class ApiRoute:
         self.key_hashes = key_hashes
         self.max_payload = max_payload
         self.timeout_s = timeout_s
+        self.stream_idle_timeout_s = 30.0
         self.stats = stats
         self.hold_when_empty = hold_when_empty
         self.cold_start_timeout_s = cold_start_timeout_s
@@ -170,6 +173,7 @@ def build_routes(doc: RoutesDoc, old: dict[bytes, ApiRoute], now_s: float = 0.0)
             multi_model=api.multi_model,
             v2=api.protocol == "v2",
         )
+        new[key].stream_idle_timeout_s = api.stream_idle_timeout_s
         if prev is not None:
             route = new[key]
             route.lost_s = prev.lost_s

@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable
 
 from thrifty.dataplane.gateway_routes import DEFAULT_MAX_PAYLOAD, ApiRoute, RoutesDoc
 from thrifty.dataplane.gateway_stats import SplitterStats
-from thrifty.dataplane.http_messages import Request, Response
+from thrifty.dataplane.http_messages import Request, Response, StreamResponse, drain
 from thrifty.policy.splitting import Split, SplitState, choose, choose_sticky
 
 _log = logging.getLogger("thrifty.gateway")
@@ -135,7 +135,10 @@ class ShadowSender:
         start = self._clock()
         status = 502
         try:
-            status = (await self._forward(request, route, fwd_path)).status
+            resp = await self._forward(request, route, fwd_path)
+            status = resp.status
+            if isinstance(resp, StreamResponse):  # read to its end like a client would, then dropped
+                await drain(resp.chunks)
         except Exception:  # a shadow's failure is the shadow's business: logged, counted, never the client's
             _log.exception("shadow copy to %s failed", api)
         finally:

@@ -75,6 +75,17 @@ class ChunkSource(Protocol):
     async def aclose(self) -> None: ...
 
 
+async def drain(chunks: ChunkSource) -> None:
+    """Read a stream to its end, dropping what it gives, then close it."""
+    try:
+        while True:
+            await chunks.__anext__()
+    except StopAsyncIteration:
+        pass
+    finally:
+        await chunks.aclose()
+
+
 class StreamResponse(Response):
     """A response sent with chunked transfer encoding, one chunk per item of ``chunks`` as it comes."""
 

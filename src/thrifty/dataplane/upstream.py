@@ -15,6 +15,16 @@ Errors say what a retry may assume:
   that had started: never retried).
 - ``UpstreamTimeoutError``: no complete response within the time allowed.
 
+Streamed responses: a response with ``Transfer-Encoding: chunked`` (what a replica sends for a generator
+predict) is handed over as soon as its head is in, with ``stream`` set: an ``UpstreamStream``, the
+``ChunkSource`` of the gateway's own streamed response, giving the body's bytes as they arrive. It holds at
+most ``STREAM_HIGH_BYTES`` (then it stops reading the replica until the client has taken them: back-pressure
+across the hop), bounds each wait for more bytes by the request's ``idle_timeout_s`` (``UpstreamTimeoutError``),
+and turns a connection closed mid-body into ``UpstreamBadResponseError``: both cut the client's stream. The
+connection goes back to the pool when the stream ends cleanly, and is aborted when it is closed early (the
+client went away: the replica sees the disconnect and cancels its generator). Responses with a
+Content-Length take the buffered path, unchanged.
+
 Idle connections older than ``max_idle_s`` are not reused: the replica closes idle connections only after
 a much longer keep-alive timeout, so the gateway never writes on a connection the replica is closing.
 """
@@ -23,6 +33,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import deque
+from collections.abc import Callable
 from typing import ClassVar
 
 import httptools
@@ -52,13 +64,105 @@ class UpstreamTimeoutError(UpstreamError):
     code = "upstream_timeout"
 
 
-class UpstreamResponse:
-    __slots__ = ("body", "headers", "status")
+STREAM_HIGH_BYTES = 64 * 1024  # a stream buffers at most about this much before it stops reading the replica
+STREAM_LOW_BYTES = 16 * 1024  # and reads again once it is down to this
 
-    def __init__(self, status: int, headers: Headers, body: bytes) -> None:
+
+class UpstreamResponse:
+    __slots__ = ("body", "headers", "status", "stream")
+
+    def __init__(self, status: int, headers: Headers, body: bytes, stream: UpstreamStream | None = None) -> None:
         self.status = status
         self.headers = headers  # names lower-cased
         self.body = body
+        self.stream = stream  # a chunked response: its body as it arrives (``body`` stays empty)
+
+
+class UpstreamStream:
+    """The body of a chunked response, as it arrives (a ``http_messages.ChunkSource``)."""
+
+    __slots__ = ("_buffered", "_closed", "_conn", "_done", "_error", "_idle_s", "_paused", "_pool", "_waiter", "chunks",
+                 "on_close")  # fmt: skip
+
+    def __init__(self, pool: UpstreamPool, conn: _Conn, idle_s: float) -> None:
+        self._pool = pool
+        self._conn = conn
+        self._idle_s = idle_s
+        self.chunks: deque[bytes] = deque()
+        self._buffered = 0
+        self._paused = False
+        self._done = False
+        self._error: UpstreamError | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._closed = False
+        self.on_close: Callable[[], None] | None = None  # called once, when the stream is closed
+
+    # -- fed by the connection ---------------------------------------------------------------------------
+    def feed(self, data: bytes) -> None:
+        self.chunks.append(data)
+        self._buffered += len(data)
+        if self._buffered > STREAM_HIGH_BYTES and not self._paused and self._conn.transport is not None:
+            self._paused = True
+            self._conn.transport.pause_reading()
+        self._wake()
+
+    def end(self) -> None:
+        self._done = True
+        self._wake()
+
+    def fail(self, error: UpstreamError) -> None:
+        if not self._done and self._error is None:
+            self._error = error
+            self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _idle_expired(self) -> None:
+        self.fail(UpstreamTimeoutError("the replica sent nothing within the stream's idle timeout"))
+        self._conn.abort()
+
+    # -- read by the gateway's HTTP core -------------------------------------------------------------------
+    def __aiter__(self) -> UpstreamStream:
+        return self
+
+    async def __anext__(self) -> bytes:
+        chunks = self.chunks
+        while not chunks:
+            if self._error is not None:
+                raise self._error
+            if self._done:
+                raise StopAsyncIteration
+            loop = asyncio.get_running_loop()
+            self._waiter = loop.create_future()
+            deadlines = self._pool.deadlines(loop)
+            deadlines.add(self, loop.time() + self._idle_s, self._idle_expired)
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+                deadlines.discard(self)
+        data = chunks.popleft() if len(chunks) == 1 else b"".join([chunks.popleft() for _ in range(len(chunks))])
+        self._buffered -= len(data)
+        if self._paused and self._buffered <= STREAM_LOW_BYTES:
+            self._paused = False
+            if self._conn.transport is not None and not self._conn.closed:
+                self._conn.transport.resume_reading()
+        return data
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        conn = self._conn
+        if not self._done or self._error is not None:
+            conn.abort()  # cut short: the replica sees the disconnect and stops its generator
+        self.chunks.clear()
+        self._pool.stream_closed(conn)
+        if self.on_close is not None:
+            self.on_close()
 
 
 class _Conn(asyncio.Protocol):
@@ -75,6 +179,9 @@ class _Conn(asyncio.Protocol):
         self._headers: Headers = []
         self._body: list[bytes] = []
         self._headers_done = False
+        self._chunked = False
+        self._idle_s = 0.0
+        self.stream: UpstreamStream | None = None
         self.reusable = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -83,6 +190,9 @@ class _Conn(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self._pool.forget(self)
+        if self.stream is not None:
+            self.stream.fail(UpstreamBadResponseError("the replica closed the connection mid-stream"))
+            return
         waiter = self._waiter
         if waiter is None or waiter.done():
             return
@@ -106,7 +216,9 @@ class _Conn(asyncio.Protocol):
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError as exc:
-            if not self._waiter.done():
+            if self.stream is not None:
+                self.stream.fail(UpstreamBadResponseError(f"malformed response from the replica: {exc}"))
+            elif not self._waiter.done():
                 self._waiter.set_exception(UpstreamBadResponseError(f"malformed response from the replica: {exc}"))
             self.abort()
 
@@ -114,29 +226,46 @@ class _Conn(asyncio.Protocol):
         self._headers = []
         self._body = []
         self._headers_done = False
+        self._chunked = False
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name.lower(), value))
+        name = name.lower()
+        if name == b"transfer-encoding":
+            self._chunked = True
+        self._headers.append((name, value))
 
     def on_headers_complete(self) -> None:
-        self._status = self._parser.get_status_code()
+        self._status = status = self._parser.get_status_code()
         self._headers_done = True
+        if self._chunked and status >= 200:
+            waiter = self._waiter
+            if waiter is not None and not waiter.done():
+                self.stream = stream = UpstreamStream(self._pool, self, self._idle_s)
+                waiter.set_result(UpstreamResponse(status, self._headers, b"", stream))
 
     def on_body(self, body: bytes) -> None:
-        self._body.append(body)
+        stream = self.stream
+        if stream is not None:
+            stream.feed(body)
+        else:
+            self._body.append(body)
 
     def on_message_complete(self) -> None:
         waiter = self._waiter
         if self._status < 200:  # 1xx interim response: the real one follows
             return
         self.reusable = self._parser.should_keep_alive()
+        if self.stream is not None:
+            self.stream.end()
+            return
         body = self._body
         resp = UpstreamResponse(self._status, self._headers, body[0] if len(body) == 1 else b"".join(body))
         if waiter is not None and not waiter.done():
             waiter.set_result(resp)
 
-    def start(self, loop: asyncio.AbstractEventLoop, data: bytes) -> asyncio.Future[UpstreamResponse]:
+    def start(self, loop: asyncio.AbstractEventLoop, data: bytes, idle_s: float) -> asyncio.Future[UpstreamResponse]:
         self._waiter = waiter = loop.create_future()
+        self._idle_s = idle_s
         self._got_bytes = False
         self.reusable = False
         if self.transport is None:
@@ -147,6 +276,7 @@ class _Conn(asyncio.Protocol):
 
     def finish(self) -> None:
         self._waiter = None
+        self.stream = None
 
     def expire(self) -> None:
         waiter = self._waiter
@@ -172,8 +302,18 @@ class UpstreamPool:
         self._closed = False
         self._deadlines: Deadlines | None = None
 
-    async def request(self, host: str, port: int, data: bytes, timeout_s: float) -> UpstreamResponse:
-        """Send ``data`` (a complete request: head and body) and return the complete response."""
+    def deadlines(self, loop: asyncio.AbstractEventLoop) -> Deadlines:
+        deadlines = self._deadlines
+        if deadlines is None:
+            deadlines = self._deadlines = Deadlines(loop.time)
+        return deadlines
+
+    async def request(
+        self, host: str, port: int, data: bytes, timeout_s: float, idle_timeout_s: float = 60.0
+    ) -> UpstreamResponse:
+        """Send ``data`` (a complete request: head and body) and return the complete response, or for a
+        chunked one its head and ``stream`` (whose waits for more bytes are bounded by ``idle_timeout_s``):
+        the caller must ``aclose()`` that stream."""
         loop = asyncio.get_running_loop()
         now = loop.time()
         deadlines = self._deadlines
@@ -184,19 +324,31 @@ class UpstreamPool:
         if conn is None:
             conn = await self._connect(loop, key, min(timeout_s, self._connect_timeout_s))
         self._busy.add(conn)
-        waiter = conn.start(loop, data)
+        waiter = conn.start(loop, data, idle_timeout_s)
         deadlines.add(conn, now + timeout_s, conn.expire)
         try:
             resp = await waiter
         finally:
             deadlines.discard(conn)
-            conn.finish()
-            self._busy.discard(conn)
+            if conn.stream is None:
+                conn.finish()
+                self._busy.discard(conn)
+        if resp.stream is not None:
+            return resp  # the connection stays busy until the stream is closed (stream_closed)
         if conn.reusable and not conn.closed and not self._closed:
             self._put_idle(conn, loop.time())
         else:
             conn.abort()
         return resp
+
+    def stream_closed(self, conn: _Conn) -> None:
+        """A streamed response is over: its connection goes back to the pool if it ended cleanly."""
+        conn.finish()
+        self._busy.discard(conn)
+        if conn.reusable and not conn.closed and not self._closed:
+            self._put_idle(conn, asyncio.get_running_loop().time())
+        else:
+            conn.abort()
 
     def _take_idle(self, key: tuple[str, int], now: float) -> _Conn | None:
         stack = self._idle.get(key)
