@@ -74,7 +74,6 @@ def route_entry(
         "max_payload": serving.max_payload,
         "request_timeout_s": serving.request_timeout,
         "stream_idle_timeout_s": serving.stream_idle_timeout,
-        "stream_idle_timeout_s": serving.stream_idle_timeout,
         "hold_when_empty": scaling.min_replicas == 0,
         "cold_start_timeout_s": scaling.cold_start_timeout,
         "max_cold_queue": scaling.max_cold_queue,
