@@ -1,8 +1,18 @@
-"""The operator: desired state (deployed API revisions) vs observed state (replicas) -> actions.
+"""The operator: desired state (deployed API revisions) vs observed state (replicas, nodes) -> actions.
 
-One asyncio task runs the reconcile loop; another samples the gateway's counters every second. Decisions
-(rollout, later autoscaling) are pure functions in ``thrifty.policy``; this module only gathers what they
-need, calls them and carries out what they return.
+One asyncio task runs the reconcile loop; another samples the gateway's counters every second and ticks
+the autoscaler (``control.scaling``). ``reconcile_once(now)`` runs the ordered steps, each a small module
+with an ``update(now)`` that reads observed state, calls its pure policy and returns actions:
+
+1. deployments (``control.deployments``): each API's revision and count -> replicas to start and stop;
+2. on a cluster (``control.cluster``): nodes -> placement -> provisioning (launch, release, consolidate)
+   -> where each new replica starts;
+3. splitters (``control.splitters``): canary weights;
+4. routes (``control.routes``): the gateway learns who drains before anything stops;
+5. engine actions (``control.engine_actions``): stops, then starts (pinned to their node on a cluster).
+
+Time is read only through the injected clocks (``mono`` for durations, ``clock`` for timestamps), so the
+cost simulator runs this same code on a virtual clock with a fake engine, gateway and cloud.
 """
 
 from __future__ import annotations
@@ -29,23 +39,25 @@ from thrifty.control.api_state import (
     replica_rows,
     route_entry,
 )
+from thrifty.control.cluster import Cluster
+from thrifty.control.deployments import DeploymentsStep
+from thrifty.control.engine_actions import EngineActions
 from thrifty.control.gateway_link import Gateway
 from thrifty.control.home import Home
+from thrifty.control.routes import RoutesStep
 from thrifty.control.scaling import Autoscaler
 from thrifty.control.splitters import Splitters
 from thrifty.control.store import ProcessRecord, Store
-from thrifty.control.stored_keys import key_env_names, resolve_keys, scrub_config_file, with_hashed_project_keys
+from thrifty.control.stored_keys import resolve_keys, scrub_config_file, with_hashed_project_keys
 from thrifty.control.traffic import TrafficHistory
-from thrifty.dataplane.platform_secret import HIDE_ENV, METRICS_KEY_ENV
-from thrifty.engines.base import Engine, ReplicaLaunch, ReplicaObservation
+from thrifty.engines.base import Engine, NodePlacement, PlacingEngine, ReplicaLaunch, ReplicaObservation
 from thrifty.errors import ConfigError, NotFoundError
-from thrifty.policy.rollout import ReplicaView, plan, record_failure
+from thrifty.policy.placement import request_of
 from thrifty.project_archive import combine_digests, unpack
 from thrifty.spec import ApiSpec
 
 log = logging.getLogger("thrifty.operator")
 
-ROUTES_REFRESH_S = 5.0
 PROJECT_GC_INTERVAL_S = 60.0
 REPLICA_DRAIN_MARGIN_S = 5.0
 
@@ -62,7 +74,11 @@ class Operator:
         stop_grace_s: float = 30.0,
         clock: Callable[[], float] = time.time,
         mono: Callable[[], float] = time.monotonic,
+        cluster: Cluster | None = None,
+        placing: PlacingEngine | None = None,
     ) -> None:
+        """``cluster``: node pools, placement and provisioning (``thrifty up --cluster``); None: every replica
+        starts on this machine as soon as it is asked for. ``placing``: the engine again, when it pins replicas."""
         self.home = home
         self.store = store
         self.engine = engine
@@ -76,24 +92,24 @@ class Operator:
         self.observed: list[ReplicaObservation] = []
         self.started_s = clock()
         self._tasks: list[asyncio.Task[None]] = []
-        self._routes: dict[str, Any] | None = None
-        self._routes_pushed_s = 0.0
-        self._gateway_generation = 0
         self._wake = asyncio.Event()
         self._api_keys: dict[str, list[str]] = {}
-        self._recorded: set[str] = set()
         self.autoscaler = Autoscaler()
         self.splitters = Splitters(store, clock)  # deployed splitters, their routes and canaries
         self._deploy_lock = asyncio.Lock()
         self._gateway_failures = 0
         self._projects_cleaned_s = -PROJECT_GC_INTERVAL_S
         self._gateway_retry_at = 0.0
+        self.cluster = cluster
+        self.deployments = DeploymentsStep(self.apis, store, clock)
+        self.routes = RoutesStep(gateway)
+        self.actions = EngineActions(engine, self.apis, store, clock, placing=placing)
 
     # lifecycle ---------------------------------------------------------------------------------------
     async def start(self) -> None:
         """Restore the deployed APIs; replicas the engine adopted after a crash count as already running."""
         adopted = [o for o in self.engine.observe() if o.state != "exited"]
-        self._recorded = {r.id for r in self.store.processes() if r.kind == "replica"}
+        self.actions.recorded = {r.id for r in self.store.processes() if r.kind == "replica"}
         for stored in self.store.list_apis():
             spec = stored.spec
             try:
@@ -126,6 +142,8 @@ class Operator:
                 await self.gateway.push_routes(table)
             await self.engine.close(self.stop_grace_s)
             self._forget_processes([])  # all stopped: nothing left for a later operator to adopt
+            if self.cluster is not None:
+                await self.cluster.close()  # every node given back
         finally:
             await self.gateway.stop(self.stop_grace_s)
 
@@ -202,6 +220,8 @@ class Operator:
         self._runtime(name)
         self.splitters.check_api_delete(name)
         del self.apis[name]
+        if self.cluster is not None:
+            self.cluster.drop_api(name)
         self._api_keys.pop(name, None)
         self.store.delete_api(name)
         self.store.add_event(name, "delete", "API deleted", self.clock())
@@ -251,63 +271,48 @@ class Operator:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.tick_s)
 
-    async def reconcile_once(self) -> None:
-        now = self.mono()
+    async def reconcile_once(self, now: float | None = None) -> None:
+        """One pass of the ordered steps (see the module docstring) at ``now`` (default: the mono clock)."""
+        now = self.mono() if now is None else now
         if not self.gateway.alive():
             await self._restart_gateway(now)
         observed = self.engine.observe()
         for obs in observed:
             if obs.state == "exited":
-                self._on_exit(obs, now)
+                self.engine.forget(obs.replica_id)
+                self.deployments.on_exit(obs, now)
+                if self.cluster is not None:
+                    self.cluster.forget(obs.replica_id)
         observed = [o for o in observed if o.state != "exited"]
 
-        stops: list[str] = []
-        starts: list[ReplicaLaunch] = []
-        for name, rt in self.apis.items():
-            views = [
-                ReplicaView(o.replica_id, o.revision, o.state, o.started_s)  # type: ignore[arg-type]
-                for o in observed
-                if o.api == name
+        cluster = self.cluster
+        if cluster is None:
+            plan = self.deployments.update(now, observed)
+            stops = list(plan.stops)
+            starts: list[tuple[ReplicaLaunch, NodePlacement | None, str | None]] = [
+                (s, None, None) for s in plan.starts
             ]
-            strategy = rt.spec.config.update_strategy
-            p = plan(
-                revision=rt.revision,
-                desired=rt.desired,
-                max_surge=strategy.max_surge,
-                max_unavailable=strategy.max_unavailable,
-                replicas=views,
-                state=rt.rollout,
-                now_s=now,
-            )
-            rt.rollout = p.state
-            rt.last_plan = p.reason
-            if p.status != rt.status:
-                self.store.add_event(name, "status", f"{rt.status} -> {p.status}", self.clock())
-                rt.status = p.status
-            stops.extend(p.stop)
-            starts.extend(self._launch(rt) for _ in range(p.start))
-        stops.extend(o.replica_id for o in observed if o.api not in self.apis and o.state != "stopping")
+        else:
+            plan = self.deployments.update(now, observed, cluster.pending_views, cluster.hidden(observed))
+            stops = [rid for rid in plan.stops if not cluster.drop(rid)]  # a pending one just goes
+            for launch in plan.starts:
+                cluster.queue(launch, request_of(self.apis[launch.api].spec.config.compute), now)
+            tick = await cluster.update(now, observed, self.deployments.replacement, self._request_totals())
+            stops.extend(rid for rid in tick.stops if rid not in stops)
+            starts = [(o.launch, o.placement, o.node_id) for o in tick.starts]
 
         self.observed = observed
         self._forget_processes(observed)
         if now - self._projects_cleaned_s > PROJECT_GC_INTERVAL_S:
             self._clean_projects(observed, now)
         self.splitters.update(now, self.traffic)  # canaries: weights for this tick's table
-        if not await self._push_routes(observed, set(stops), now):
+        if not await self.routes.update(now, self.routes_table(observed, set(stops))):
             stops = []  # the gateway does not know they drain: stopping them now would cut requests off
-        for rid in stops:
-            await self.engine.stop_replica(rid, self._grace_s(rid))
-        for launch in starts:
-            current = self.apis.get(launch.api)
-            if current is None or current.revision != launch.revision:
-                continue  # deleted or redeployed while this tick was waiting on the gateway
-            identity = await self.engine.start_replica(launch)
-            if identity is not None:  # recorded at once: an operator crash from here on leaves it adoptable
-                self.store.put_process(
-                    ProcessRecord(launch.replica_id, "replica", launch.api, launch.revision, identity, self.clock())
-                )
-                self._recorded.add(launch.replica_id)
-            self.store.add_event(launch.api, "replica", f"starting {launch.replica_id}", self.clock())
+        await self.actions.update([(rid, self._grace_s(rid)) for rid in stops], starts)
+
+    def _request_totals(self) -> dict[str, int]:
+        """Each API's requests counted by the gateway so far (for $ per million requests)."""
+        return {name: sum(self.traffic.summary(name)["requests"].values()) for name in self.apis}
 
     def _clean_projects(self, observed: list[ReplicaObservation], now: float) -> None:
         """Remove uploaded project folders nothing uses any more, once no rollout is in progress."""
@@ -343,7 +348,7 @@ class Operator:
         self._projects_cleaned_s = -PROJECT_GC_INTERVAL_S
         self.record_gateway()
         self.traffic.reset()
-        self._routes = None
+        self.routes.forget()
 
     def record_gateway(self) -> None:
         """Keep the gateway's identity in the store, so a later operator can adopt it after a crash."""
@@ -354,54 +359,9 @@ class Operator:
     def _forget_processes(self, observed: list[ReplicaObservation]) -> None:
         """Drop the store records of replicas that are gone (each was recorded when it started)."""
         seen = {o.replica_id for o in observed}
-        for rid in self._recorded - seen:
+        for rid in self.actions.recorded - seen:
             self.store.delete_process(rid)
-        self._recorded &= seen
-
-    def _launch(self, rt: ApiRuntime) -> ReplicaLaunch:
-        spec = rt.spec
-        rid = f"{spec.name}-{rt.revision[:6]}-{secrets.token_hex(3)}"
-        hidden = key_env_names(r.spec.config for r in self.apis.values()) | {METRICS_KEY_ENV}
-        return ReplicaLaunch(
-            replica_id=rid,
-            api=spec.name,
-            revision=rt.revision,
-            # The predictor has no business with the API keys: the gateway checks them.
-            config={**spec.config_json, "auth": {"api_keys": []}},
-            project_dir=spec.project_dir,
-            # ... nor with the variables they are read from, inherited from the operator: the replica drops them.
-            env={**spec.config.predictor.env, HIDE_ENV: ",".join(sorted(hidden - spec.config.predictor.env.keys()))},
-        )
-
-    def _on_exit(self, obs: ReplicaObservation, now: float) -> None:
-        self.engine.forget(obs.replica_id)
-        rt = self.apis.get(obs.api)
-        if obs.error:
-            message = obs.error.get("message", "the predictor failed to load")
-            where = obs.error.get("where")
-            text = f"{message}" + (f" (at {where})" if where else "")
-        else:
-            text = f"replica exited unexpectedly with code {obs.exit_code}"
-        self.store.add_event(
-            obs.api,
-            "replica_exited",
-            f"{obs.replica_id}: {text}",
-            self.clock(),
-            {"exit_code": obs.exit_code, "error": obs.error, "log": obs.log_path},
-        )
-        if rt is None:
-            return
-        rt.rollout = record_failure(rt.rollout, obs.revision, text, now)
-        if obs.revision == rt.revision:
-            rt.last_error = {
-                "message": text,
-                "replica": obs.replica_id,
-                "exit_code": obs.exit_code,
-                "where": (obs.error or {}).get("where"),
-                "log": obs.log_path,
-                "traceback": (obs.error or {}).get("traceback"),
-                "at": self.clock(),
-            }
+        self.actions.recorded &= seen
 
     def routes_table(self, observed: list[ReplicaObservation], stopping: set[str]) -> dict[str, Any]:
         apis = {
@@ -409,22 +369,6 @@ class Operator:
             for name, rt in self.apis.items()
         }
         return {"apis": apis, "splitters": self.splitters.routes()}
-
-    async def _push_routes(self, observed: list[ReplicaObservation], stopping: set[str], now: float) -> bool:
-        """Send the routing table if it changed (or every few seconds); False when the gateway did not take it."""
-        table = self.routes_table(observed, stopping)
-        stale = now - self._routes_pushed_s > ROUTES_REFRESH_S
-        if table == self._routes and not stale and self._gateway_generation == self.gateway.generation:
-            return True
-        try:
-            await self.gateway.push_routes(table)
-        except (httpx.HTTPError, RuntimeError) as exc:
-            log.warning("could not push routes to the gateway: %s", exc)
-            return False
-        self._routes = table
-        self._routes_pushed_s = now
-        self._gateway_generation = self.gateway.generation
-        return True
 
     # metrics -------------------------------------------------------------------------------------------
     async def _metrics_loop(self) -> None:
