@@ -86,6 +86,7 @@ class Cluster:
         self.pending: dict[str, PendingReplica] = {}
         self.placed: dict[str, ClusterReplica] = {}
         self.moves: dict[str, str] = {}  # replacement id -> the replica it replaces
+        self.unfit: dict[str, str] = {}  # pending replica -> why no node that can be bought would hold it
 
     # what the deployments step sees -------------------------------------------------------------------
     def queue(self, launch: ReplicaLaunch, request: ReplicaRequest, now: float) -> None:
@@ -168,6 +169,7 @@ class Cluster:
         self, d: ProvisioningDecision, now: float, replacement: Callable[[str], ReplicaLaunch | None]
     ) -> list[StartOrder]:
         reason = d.reason
+        self.unfit = {u.replica_id: u.reason for u in d.unfit}
         pools = {p.name: p for p in self.pools}
         for launch in d.launch:
             pool = pools[launch.pool]
@@ -210,7 +212,8 @@ class Cluster:
     def waiting(self, api: str) -> dict[str, Any]:
         """The API's replicas that wait for a node, and why (for ``thrifty get``)."""
         ids = [rid for rid, p in self.pending.items() if p.launch.api == api]
-        reasons = sorted({self.placement.unplaced[r] for r in ids if r in self.placement.unplaced})
+        why = {**{r: f"{w}; waiting for a node to launch" for r, w in self.placement.unplaced.items()}, **self.unfit}
+        reasons = sorted({why[r] for r in ids if r in why})
         return {"replicas": len(ids), "reasons": reasons}
 
     def info(self, wall_now: float) -> dict[str, Any]:

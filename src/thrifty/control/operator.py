@@ -244,6 +244,9 @@ class Operator:
         reps = self.replicas_of(name)
         traffic = self.traffic.summary(name)
         out = api_summary(rt, reps, traffic)
+        if self.cluster is not None:
+            out["cluster"] = self.cluster.waiting(name)  # replicas waiting for a node, and why
+            out["cost"] = self.cluster.costs.api(name)
         if detail:
             out.update(
                 endpoint=f"{self.gateway.url}/{name}",
