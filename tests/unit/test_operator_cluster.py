@@ -22,7 +22,7 @@ from thrifty.control.store import Store
 from thrifty.engines.fake import FakeEngine
 from thrifty.project_archive import pack
 
-PREDICTOR = "class Predictor:\n    def __init__(self, config):\n        pass\n\n    def predict(self, payload):\n        return 1\n"
+PREDICTOR = "class Predictor:\n    def predict(self, payload):\n        return 1\n"
 
 CLUSTER = {
     "engine": "ray",
