@@ -4,12 +4,14 @@ from thrifty import Client
 client = Client()                      # finds the local platform through $THRIFTY_HOME
 client.deploy("examples/iris", wait=True)
 client.predict("iris", {"sepal_length": 5.1, ...})
+for chunk in client.stream("textgen", {"prompt": "It is"}):   # a generator predictor, chunk by chunk
+    print(chunk.decode(), end="", flush=True)
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -229,6 +231,100 @@ class Client:
             time.sleep(poll_s)
 
     # predictions -----------------------------------------------------------------------------------
+    def _prediction(
+        self,
+        name: str,
+        payload: Any,
+        model: str | None,
+        version: int | None,
+        api_key: str | None,
+        raw: bytes | None,
+        content_type: str,
+        accept: str | None = None,
+    ) -> tuple[str, dict[str, str], bytes]:
+        path = f"/{name}" + (f"/{model}" if model else "") + (f"/{version}" if version is not None else "")
+        headers = {"Content-Type": content_type}
+        if api_key:
+            headers["Authorization"] = f"Bearer {api_key}"
+        if accept:
+            headers["Accept"] = accept
+        return path, headers, raw if raw is not None else orjson.dumps(payload)
+
+    def stream(
+        self,
+        name: str,
+        payload: Any,
+        *,
+        sse: bool = False,
+        model: str | None = None,
+        version: int | None = None,
+        api_key: str | None = None,
+        raw: bytes | None = None,
+        content_type: str = "application/json",
+    ) -> Iterator[bytes | str]:
+        """Send one prediction to a streaming API (a generator predictor) and yield its output as it comes.
+
+        Yields ``bytes`` as they arrive (a chunk, or several the network delivered together); with ``sse``
+        the request asks for Server-Sent Events and each event's data is yielded as one ``str``. Raises
+        RequestError for an error answer, a stream cut mid-way (the predictor failed or timed out) or an
+        SSE ``event: error``. ``timeout_s`` bounds each wait for data, not the whole stream."""
+        path, headers, body = self._prediction(
+            name, payload, model, version, api_key, raw, content_type, "text/event-stream" if sse else None
+        )
+        http = httpx.Client(base_url=self.gateway_url, timeout=self.timeout_s)
+        try:
+            with http.stream("POST", path, content=body, headers=headers) as resp:
+                if resp.status_code >= 400:
+                    resp.read()
+                    raise _request_error(name, resp.status_code, resp.content, resp.headers.get("content-type", ""))
+                try:
+                    if sse:
+                        events = SseParser(name)
+                        for data in resp.iter_raw():
+                            yield from events.feed(data)
+                    else:
+                        yield from resp.iter_raw()
+                except httpx.TransportError as exc:
+                    raise _cut(name, exc) from None
+        finally:
+            http.close()
+
+    async def astream(
+        self,
+        name: str,
+        payload: Any,
+        *,
+        sse: bool = False,
+        model: str | None = None,
+        version: int | None = None,
+        api_key: str | None = None,
+        raw: bytes | None = None,
+        content_type: str = "application/json",
+    ) -> AsyncIterator[bytes | str]:
+        """``stream`` for asyncio code: ``async for chunk in client.astream(...)``. Breaking out of the loop
+        (or cancelling the task) closes the connection, and the platform stops the generator."""
+        path, headers, body = self._prediction(
+            name, payload, model, version, api_key, raw, content_type, "text/event-stream" if sse else None
+        )
+        async with (
+            httpx.AsyncClient(base_url=self.gateway_url, timeout=self.timeout_s) as http,
+            http.stream("POST", path, content=body, headers=headers) as resp,
+        ):
+            if resp.status_code >= 400:
+                await resp.aread()
+                raise _request_error(name, resp.status_code, resp.content, resp.headers.get("content-type", ""))
+            try:
+                if sse:
+                    events = SseParser(name)
+                    async for data in resp.aiter_raw():
+                        for event in events.feed(data):
+                            yield event
+                else:
+                    async for data in resp.aiter_raw():
+                        yield data
+            except httpx.TransportError as exc:
+                raise _cut(name, exc) from None
+
     def predict(
         self,
         name: str,
@@ -243,22 +339,60 @@ class Client:
         """Send one prediction through the gateway; returns parsed JSON (or text/bytes)."""
         if self._gateway is None:
             self._gateway = httpx.Client(base_url=self.gateway_url, timeout=self.timeout_s)
-        path = f"/{name}" + (f"/{model}" if model else "") + (f"/{version}" if version is not None else "")
-        headers = {"Content-Type": content_type}
-        if api_key:
-            headers["Authorization"] = f"Bearer {api_key}"
-        body = raw if raw is not None else orjson.dumps(payload)
+        path, headers, body = self._prediction(name, payload, model, version, api_key, raw, content_type)
         resp = self._gateway.post(path, content=body, headers=headers)
         ctype = resp.headers.get("content-type", "")
-        parsed: Any = (
-            orjson.loads(resp.content)
-            if "json" in ctype and resp.content
-            else (resp.text if ctype.startswith("text/") else resp.content)
-        )
         if resp.status_code >= 400:
-            message = parsed.get("message", resp.text) if isinstance(parsed, dict) else str(parsed)
-            raise RequestError(
-                f"{name}: HTTP {resp.status_code}: {message}",
-                details={"status": resp.status_code, "body": parsed},
-            )
-        return parsed
+            raise _request_error(name, resp.status_code, resp.content, ctype)
+        return _parsed(resp.content, ctype)
+
+
+def _parsed(content: bytes, ctype: str) -> Any:
+    if "json" in ctype and "ndjson" not in ctype and content:
+        return orjson.loads(content)
+    return content.decode("utf-8", "replace") if ctype.startswith("text/") else content
+
+
+def _request_error(name: str, status: int, content: bytes, ctype: str) -> RequestError:
+    parsed = _parsed(content, ctype)
+    message = parsed.get("message", str(parsed)) if isinstance(parsed, dict) else str(parsed)
+    return RequestError(f"{name}: HTTP {status}: {message}", details={"status": status, "body": parsed})
+
+
+def _cut(name: str, exc: Exception) -> RequestError:
+    return RequestError(
+        f"{name}: the stream was cut before its end (the predictor failed or timed out; see its logs): {exc}",
+        details={"status": 200},
+    )
+
+
+class SseParser:
+    """Server-Sent Events from bytes as they arrive: each complete event's data (its ``data:`` lines joined
+    with newlines); an ``event: error`` raises RequestError with the error document the replica sent."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._buffer = b""
+
+    def feed(self, data: bytes) -> list[str]:
+        self._buffer += data
+        *blocks, self._buffer = self._buffer.split(b"\n\n")
+        out: list[str] = []
+        for block in blocks:
+            event, lines = "message", []
+            for line in block.split(b"\n"):
+                field, _, value = line.partition(b":")
+                value = value[1:] if value.startswith(b" ") else value
+                if field == b"data":
+                    lines.append(value.decode("utf-8", "replace"))
+                elif field == b"event":
+                    event = value.decode("utf-8", "replace")
+            text = "\n".join(lines)
+            if event == "error":
+                try:
+                    doc = orjson.loads(text)
+                except orjson.JSONDecodeError:
+                    doc = {"message": text}
+                raise RequestError(f"{self._name}: the stream failed: {doc.get('message', text)}", details=doc)
+            out.append(text)
+        return out

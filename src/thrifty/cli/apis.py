@@ -97,6 +97,7 @@ def get(ctx: click.Context, name: str | None, watch: bool, output: str) -> None:
 @click.option("-m", "--model", help="Model name (multi-model APIs).")
 @click.option("-v", "--version", "model_version", type=int, help="Model version (default: latest).")
 @click.option("-k", "--api-key", envvar="THRIFTY_API_KEY", help="API key, if the API requires one.")
+@click.option("--stream", is_flag=True, help="Print the output as it comes (an API whose predict is a generator).")
 @click.pass_context
 def predict(
     ctx: click.Context,
@@ -106,6 +107,7 @@ def predict(
     model: str | None,
     model_version: int | None,
     api_key: str | None,
+    stream: bool,
 ) -> None:
     """Send a prediction to API NAME: the JSON in PAYLOAD_FILE ('-' for stdin) or --data."""
     if data is not None:
@@ -123,6 +125,9 @@ def predict(
         orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise ConfigError(f"{payload_file or '--data'}: not valid JSON: {exc}") from None
+    if stream:
+        _print_stream(client_of(ctx), name, raw, model, model_version, api_key)
+        return
     result = client_of(ctx).predict(name, None, raw=raw, model=model, version=model_version, api_key=api_key)
     if isinstance(result, bytes):
         sys.stdout.buffer.write(result)
@@ -130,6 +135,23 @@ def predict(
         click.echo(result)
     else:
         print_json(result)
+
+
+def _print_stream(
+    client: Client, name: str, raw: bytes, model: str | None, version: int | None, api_key: str | None
+) -> None:
+    """Each chunk to stdout as it arrives (a newline at the end if the output had none)."""
+    out = sys.stdout.buffer
+    last = b"\n"
+    for chunk in client.stream(name, None, raw=raw, model=model, version=version, api_key=api_key):
+        data = chunk.encode() if isinstance(chunk, str) else chunk
+        if data:
+            out.write(data)
+            out.flush()
+            last = data[-1:]
+    if last != b"\n":
+        out.write(b"\n")
+        out.flush()
 
 
 @click.command()
