@@ -21,7 +21,9 @@ from pathlib import Path
 import httpx
 import orjson
 
+from thrifty.config.loader import load_cluster
 from thrifty.control.admin import MAX_UPLOAD_BYTES, UNAUTHORIZED_BODY_BYTES, AdminApi
+from thrifty.control.cluster_setup import build, check_supported
 from thrifty.control.gateway_link import GatewayLink
 from thrifty.control.home import Home
 from thrifty.control.operator import Operator
@@ -31,6 +33,7 @@ from thrifty.dataplane.http_messages import Request, Response
 from thrifty.dataplane.http_server import HttpServer
 from thrifty.dataplane.platform_secret import ensure_secret
 from thrifty.dataplane.process_io import run_main, write_atomic
+from thrifty.engines.base import Engine
 from thrifty.engines.identity import cmdline, stop_processes
 from thrifty.engines.local import LocalEngine
 from thrifty.errors import ThriftyError
@@ -38,14 +41,20 @@ from thrifty.errors import ThriftyError
 log = logging.getLogger("thrifty.operator")
 
 
-async def recover(store: Store, home: Home, engine: LocalEngine, gateway: GatewayLink, port: int) -> str:
+async def recover(store: Store, home: Home, engine: LocalEngine | None, gateway: GatewayLink, port: int) -> str:
     """Adopt what a crashed predecessor left running and stop the rest; returns the admin token to use.
 
     Adopted: the recorded gateway and replicas whose identity (pid + start time + token) still matches.
     The gateway keeps its port, routes and admin token (so the token file is kept too). Stopped: recorded
     processes that fail the check are only dropped from the store; unrecorded gateway/replica processes
-    of this home are stopped. Then the run folders of gone replicas are removed.
+    of this home are stopped. Then the run folders of gone replicas are removed. ``engine`` None (a cluster
+    engine): no replica is adopted. Simulated nodes a crashed operator left are stopped (their Ray head died
+    with it), and forgotten with the nodes it had bought.
     """
+    nodes = [r.identity for r in store.processes() if r.kind == "node" and r.identity is not None]
+    await asyncio.to_thread(stop_processes, [i for i in nodes if i.matches()], 10.0)
+    for node in store.nodes():
+        store.delete_node(node.id)
     found = survey(store.processes())
     token = home.read_token() if found.gateway is not None else None
     adopted_gateway = None
@@ -68,6 +77,8 @@ async def recover(store: Store, home: Home, engine: LocalEngine, gateway: Gatewa
         store.delete_process(record.id)
     keep = set()
     for record in found.replicas:
+        if engine is None:
+            continue  # a cluster engine's replicas are not local processes: what is left of them is stopped
         if record.identity is not None and record.api is not None and record.revision is not None:  # survey's promise
             engine.adopt(record.id, record.api, record.revision, record.identity, record.started_s)
             keep.add(record.identity.pid)
@@ -80,7 +91,8 @@ async def recover(store: Store, home: Home, engine: LocalEngine, gateway: Gatewa
     for ident in leftovers:
         log.warning("stopping pid %d: %s, left by a previous operator", ident.pid, cmdline(ident.pid)[:120])
     await asyncio.to_thread(stop_processes, leftovers, 10.0)
-    engine.remove_stale_files()
+    if engine is not None:
+        engine.remove_stale_files()
     if adopted_gateway is not None and token is not None:
         return token
     token = home.new_token()  # before the gateway starts: it reads the token file once
@@ -116,7 +128,7 @@ class _AdminApp:
         return Response(out.status, out.body, out.content_type.encode())
 
 
-async def serve(home: Home, host: str, port: int) -> None:
+async def serve(home: Home, host: str, port: int, cluster_file: Path | None = None) -> None:
     os.umask(0o077)  # what the platform writes (state, logs, projects, replicas' files) is the owner's only
     home.ensure()
     ensure_secret(home.secret_path)  # kept across restarts: an adopted gateway and replicas still hold it
@@ -126,17 +138,33 @@ async def serve(home: Home, host: str, port: int) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):  # from the start: a Ctrl-C during start-up still cleans up
         loop.add_signal_handler(sig, stop.set)
     store = Store(home.db_path)
-    engine = LocalEngine(home.root)
+    try:  # a bad cluster file: a clear error, and nothing has started
+        cluster_config = load_cluster(cluster_file) if cluster_file is not None else None
+        if cluster_config is not None:
+            check_supported(cluster_config, str(cluster_file))
+    except BaseException:
+        os.close(lock_fd)
+        raise
+    local = LocalEngine(home.root) if cluster_config is None or cluster_config.engine == "local" else None
     gateway = GatewayLink(
         run_dir=home.run_dir, log_path=home.logs_dir / "gateway.log", token_path=home.token_path, host=host, port=port,
         secret_path=home.secret_path,
     )  # fmt: skip
     try:
-        token = await recover(store, home, engine, gateway, port)
+        token = await recover(store, home, local, gateway, port)
+        setup = None
+        if cluster_config is not None:
+            setup = await build(cluster_config, home.root, store, time.time)
+            log.info("cluster: engine %s, provider %s", cluster_config.engine, cluster_config.provider.value)
     except BaseException:
+        await gateway.stop(5.0)
         os.close(lock_fd)
         raise
-    operator = Operator(home, store, engine, gateway)
+    engine: Engine = setup.engine if setup is not None else local if local is not None else LocalEngine(home.root)
+    operator = Operator(
+        home, store, engine, gateway,
+        cluster=setup.cluster if setup is not None else None, placing=setup.placing if setup is not None else None,
+    )  # fmt: skip
     operator.record_gateway()
     admin = AdminApi(operator, token, on_shutdown=stop.set)
 
@@ -151,6 +179,8 @@ async def serve(home: Home, host: str, port: int) -> None:
     finally:
         try:
             await operator.stop()
+            if setup is not None:
+                await setup.close()
             await server.stop(5.0)
             store.delete_process("gateway")
             store.close()
@@ -165,11 +195,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--home", required=True)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8888)
+    parser.add_argument("--cluster", type=Path, default=None, help="the cluster file (engine, provider, node pools)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
-        run_main(serve(Home(Path(args.home)), args.host, args.port))
+        run_main(serve(Home(Path(args.home)), args.host, args.port, args.cluster))
     except ThriftyError as exc:
         log.error("%s", exc.message)
         return exc.exit_code

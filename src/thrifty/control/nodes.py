@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from thrifty.clouds.base import CloudNode, CloudProvider, capacity_kind
-from thrifty.control.store import NodeRecord, Store
+from thrifty.control.store import NodeRecord, ProcessRecord, Store
 from thrifty.policy.cluster_types import NodeSpec, NodeState, NodeView
 
 PLATFORM = "-"  # the events' "api" for what belongs to the platform, not to one API
@@ -52,6 +52,9 @@ class NodesStep:
         self.wall = wall
         self.nodes: dict[str, TrackedNode] = {}
         self._asked_to_end: set[str] = set()
+        # Providers that run nodes as local processes (simulated) name them, so that `thrifty down` without an
+        # operator, or the next operator after a crash, can stop them.
+        self._identities = getattr(cloud, "identities", None)
 
     def event(self, kind: str, message: str, data: dict[str, Any] | None = None) -> None:
         self.store.add_event(PLATFORM, kind, message, self.wall(), data)
@@ -81,6 +84,9 @@ class NodesStep:
             self._put(node)
         if cn.state == "running" and node.state == "launching":
             self._put(replace(node, state="ready", since_s=now, ready_at=self.wall(), engine_node_id=cn.engine_node_id))
+            identity = self._identities().get(cn.id) if self._identities is not None else None
+            if identity is not None:
+                self.store.put_process(ProcessRecord(cn.id, "node", None, None, identity, self.wall()))
             waited = self.wall() - node.launched_at
             self.event("node_ready", f"{cn.id} ({cn.spec.pool}) joined after {waited:.1f}s",
                        {"node": cn.id, "pool": cn.spec.pool, "launch_s": round(waited, 3)})  # fmt: skip
@@ -88,6 +94,7 @@ class NodesStep:
     def _gone(self, node_id: str, why: str) -> None:
         node = self.nodes.pop(node_id)
         self.store.delete_node(node_id)
+        self.store.delete_process(node_id)
         if node_id in self._asked_to_end:
             self._asked_to_end.discard(node_id)
             return
@@ -133,4 +140,5 @@ class NodesStep:
         await self.cloud.close()
         for node_id in list(self.nodes):
             self.store.delete_node(node_id)
+            self.store.delete_process(node_id)
         self.nodes.clear()
