@@ -56,7 +56,7 @@ from thrifty.dataplane.gateway_routes import (
     removed_endpoints,
 )
 from thrifty.dataplane.gateway_splitters import ShadowSender, SplitterRoute, build_splitters
-from thrifty.dataplane.gateway_stats import GatewayCollector
+from thrifty.dataplane.gateway_stats import GatewayCollector, SplitterCollector
 from thrifty.dataplane.http_messages import (
     Headers,
     Request,
@@ -131,6 +131,7 @@ class GatewayApp:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(GatewayCollector(lambda: list(self.routes.values())))
         self.registry.register(ModelMetricsCollector(lambda: list(self.routes.values())))
+        self.registry.register(SplitterCollector(lambda: list(self.splitters.values())))
 
     # -- routing table --------------------------------------------------------------------------------------
     def set_routes(self, doc: RoutesDoc, *, pushed: bool = True) -> None:

@@ -6,10 +6,14 @@ by its owner), else 401.
 - ``PUT /_thrifty/routes``: body ``{"apis": {"<name>": {"replicas": [{"id", "host", "port", "draining"}],
   "api_keys_sha256": [...], "max_payload": int, "request_timeout_s": float}}}`` replaces the whole table,
   and saves it (``RoutesFile``) for the gateway's next start, when there is a routes file.
+  The table may also hold ``splitters``: ``{"<name>": {"backends": [{"api", "weight"}], "sticky_header",
+  "shadow": {"api", "percent"}}}`` (``gateway_splitters``).
 - ``GET /_thrifty/routes``: the table as the gateway holds it.
 - ``GET /_thrifty/stats``: ``boot_id`` (new at each gateway start: the counters began again) and ``apis``:
   cumulative counters per API since that start (see ``ApiStats.to_json``); for a multi-model API also
-  ``models``: per model, its versions, the replicas holding each and cache counters (``gateway_models``).
+  ``models``: per model, its versions, the replicas holding each and cache counters (``gateway_models``);
+  ``splitters``: per splitter, per backend and per shadow API, requests and latency, and the shadow copies
+  dropped (``gateway_stats.SplitterStats``).
 """
 
 from __future__ import annotations
@@ -71,7 +75,18 @@ def _routes_json(gateway: GatewayApp) -> dict[str, object]:
                 "max_payload": r.max_payload,
                 "request_timeout_s": r.timeout_s,
                 "multi_model": r.multi_model,
+                "protocol": "v2" if r.v2 else "thrifty",
             }
             for r in gateway.routes.values()
-        }
+        },
+        "splitters": {
+            s.name: {
+                "backends": [
+                    {"api": name, "weight": w} for name, w in zip(s.split.names, s.split.weights, strict=True)
+                ],
+                "shadow": {"api": s.shadow.decode(), "percent": s.shadow_percent} if s.shadow is not None else None,
+                "sticky_header": s.sticky.decode() if s.sticky is not None else None,
+            }
+            for s in gateway.splitters.values()
+        },
     }

@@ -15,6 +15,7 @@ from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
     from thrifty.dataplane.gateway_routes import ApiRoute
+    from thrifty.dataplane.gateway_splitters import SplitterRoute
     from thrifty.dataplane.http_server import HttpServerStats
 
 LATENCY_BOUNDS_S: tuple[float, ...] = (
@@ -143,6 +144,36 @@ class GatewayCollector(Collector):
             retries.add_metric([route.name], s.retries)
             ready.add_metric([route.name], route.replicas_ready)
         yield from (requests, duration, in_flight, retries, ready)
+
+
+class SplitterCollector(Collector):
+    """Per splitter: requests per backend and code class, shadow copies per shadow API, copies dropped."""
+
+    def __init__(self, splitters: Callable[[], Iterable[SplitterRoute]]) -> None:
+        self._splitters = splitters
+
+    def collect(self) -> Iterator[Metric]:
+        requests = CounterMetricFamily(
+            "thrifty_splitter_requests",
+            "Requests a splitter sent to each backend.",
+            labels=["splitter", "backend", "code_class"],
+        )
+        shadow = CounterMetricFamily(
+            "thrifty_shadow_requests",
+            "Shadow copies answered, per shadow API.",
+            labels=["splitter", "api", "code_class"],
+        )
+        dropped = CounterMetricFamily(
+            "thrifty_shadow_dropped", "Shadow copies dropped (too many in flight).", labels=["splitter"]
+        )
+        for split in self._splitters():
+            st = split.stats
+            for family, per_api in ((requests, st.backends), (shadow, st.shadow)):
+                for api, s in per_api.items():
+                    for code_class in (2, 4, 5):
+                        family.add_metric([split.name, api, f"{code_class}xx"], s.codes[code_class])
+            dropped.add_metric([split.name], st.shadow_dropped)
+        yield from (requests, shadow, dropped)
 
 
 class HttpServerCollector(Collector):

@@ -111,6 +111,9 @@ async def test_broken_shadow_never_fails_the_client_and_is_recorded(
 
     await eventually(shadow_done)  # half the requests copied, each answered 500 by the shadow
     assert splitter_stats(gateway, "s")["backends"]["a"]["requests"] == {"2xx": 20, "4xx": 0, "5xx": 0}
+    metrics = (await client.get(gateway.url + "/metrics")).text
+    assert 'thrifty_shadow_requests_total{api="shadow",code_class="5xx",splitter="s"} 10.0' in metrics
+    assert 'thrifty_splitter_requests_total{backend="a",code_class="2xx",splitter="s"} 20.0' in metrics
 
 
 async def test_stuck_shadow_never_delays_the_client_and_overflow_is_dropped(
