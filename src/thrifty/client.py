@@ -204,11 +204,21 @@ class Client:
     def refresh(self, name: str) -> dict[str, Any]:
         return dict(self._call("POST", f"/v1/apis/{name}/refresh"))
 
-    def events(self, name: str, *, kind: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+    def events(self, name: str | None = None, *, kind: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        """Events of one API or splitter; without a name, every event (the platform's too)."""
         params: dict[str, Any] = {"limit": limit}
         if kind:
             params["kind"] = kind
-        return list(self._call("GET", f"/v1/apis/{name}/events", params=params)["events"])
+        path = f"/v1/apis/{name}/events" if name is not None else "/v1/events"
+        return list(self._call("GET", path, params=params)["events"])
+
+    def cluster_info(self) -> dict[str, Any]:
+        """The nodes (pool, spot or on-demand, $/h, CPU/memory/GPU used and total, age) and the cluster's $/h."""
+        return dict(self._call("GET", "/v1/cluster"))
+
+    def cluster_events(self, *, limit: int = 50) -> list[dict[str, Any]]:
+        """Node launches, joins, releases, losses and consolidations, with their reason records."""
+        return list(self._call("GET", "/v1/cluster/events", params={"limit": limit})["events"])
 
     def read_logs(self, name: str, *, cursor: dict[str, int] | None = None, tail: int = 100) -> dict[str, Any]:
         """One read: {"lines": [{"replica", "line"}], "cursor": ...}; pass the cursor back to get only new lines."""

@@ -10,7 +10,16 @@ from typing import Any
 import click
 import orjson
 
-from thrifty.cli.output import age, api_detail, api_rows, print_json, splitter_detail, splitter_rows, table
+from thrifty.cli.output import (
+    age,
+    api_detail,
+    api_rows,
+    cluster_cost_line,
+    print_json,
+    splitter_detail,
+    splitter_rows,
+    table,
+)
 from thrifty.client import Client
 from thrifty.errors import ConfigError
 
@@ -81,8 +90,9 @@ def get(ctx: click.Context, name: str | None, watch: bool, output: str) -> None:
             elif not apis and not splitters:
                 click.echo("no APIs are deployed (use `thrifty deploy`)")
             else:
+                cost = cluster_cost_line(overview["cost"]) if "cost" in overview else ""
                 click.echo(
-                    "\n\n".join(t for t in (apis and api_rows(apis), splitters and splitter_rows(splitters)) if t)
+                    "\n\n".join(t for t in (apis and api_rows(apis), splitters and splitter_rows(splitters), cost) if t)
                 )
         if not watch:
             return
@@ -172,16 +182,21 @@ def logs(ctx: click.Context, name: str, follow: bool, tail: int, output: str) ->
 
 
 @click.command()
-@click.argument("name")
+@click.argument("name", required=False)
 @click.option("--kind", help="Only events of this kind (deploy, status, replica, replica_exited, scaling, ...).")
 @click.option("--limit", default=50, show_default=True)
 @OUTPUT
 @click.pass_context
-def events(ctx: click.Context, name: str, kind: str | None, limit: int, output: str) -> None:
-    """Recent events of API or splitter NAME (deploys, status changes, replica exits, scaling, canary steps)."""
+def events(ctx: click.Context, name: str | None, kind: str | None, limit: int, output: str) -> None:
+    """Recent events of API or splitter NAME (deploys, status changes, replica exits, scaling, canary steps);
+    without NAME, every event, the platform's too (gateway restarts, node launches, releases, consolidations)."""
     evs = client_of(ctx).events(name, kind=kind, limit=limit)
     if output == "json":
         print_json(evs)
+        return
+    if name is None:
+        rows = [[age(e["ts"]), e["api"], e["kind"], e["message"]] for e in evs]
+        click.echo(table(["AGE", "API", "KIND", "MESSAGE"], rows))
         return
     click.echo(table(["AGE", "KIND", "MESSAGE"], [[age(e["ts"]), e["kind"], e["message"]] for e in evs]))
 

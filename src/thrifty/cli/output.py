@@ -41,8 +41,25 @@ def ms(value: float | None) -> str:
     return f"{value:.2f}ms" if value < 10 else f"{value:.0f}ms"
 
 
+def dollars(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"${value:.4f}" if value < 10 else f"${value:,.2f}"
+
+
+def cluster_cost_line(cost: dict[str, Any]) -> str:
+    """The cluster's $/h with the idle share apart (under `thrifty get` on a cluster)."""
+    return (
+        f"cluster: {dollars(cost['per_hour'])}/h, of which idle (reserved by no replica) "
+        f"{dollars(cost['idle_per_hour'])}/h; spot saves {dollars(cost['spot_savings_per_hour'])}/h"
+    )
+
+
 def api_rows(apis: list[dict[str, Any]]) -> str:
     headers = ["API", "STATUS", "REPLICAS", "IN-FLIGHT", "REQ/S", "P50", "P99", "2XX", "4XX", "5XX", "LAST UPDATE"]
+    priced = any("cost" in a for a in apis)
+    if priced:
+        headers += ["$/H", "$/1M REQ"]
     rows = []
     for a in apis:
         reps = a["replicas"]
@@ -62,6 +79,9 @@ def api_rows(apis: list[dict[str, Any]]) -> str:
                 age(a["last_update"]),
             ]
         )
+        if priced:
+            cost = a.get("cost") or {}
+            rows[-1] += [dollars(cost.get("per_hour")), dollars(cost.get("per_million_requests"))]
     return table(headers, rows)
 
 
@@ -89,6 +109,16 @@ def model_table(models: list[dict[str, Any]]) -> str:
 
 def api_detail(a: dict[str, Any]) -> str:
     out = [api_rows([a]), "", f"endpoint: {a['endpoint']}", f"revision: {a['revision']}"]
+    cost = a.get("cost")
+    if cost:
+        window = f"{cost['window_s'] / 60:.0f} min" if cost["window_s"] >= 60 else f"{cost['window_s']:.0f}s"
+        out.append(
+            f"cost: {dollars(cost['per_hour'])}/h; {dollars(cost['spent'])} for {cost['requests']} requests over "
+            f"the last {window} ({dollars(cost['per_million_requests'])} per million)"
+        )
+    waiting = a.get("cluster") or {}
+    if waiting.get("replicas"):
+        out.append(f"waiting for a node: {waiting['replicas']} replicas ({'; '.join(waiting['reasons']) or '-'})")
     scaling = a.get("autoscaling")
     if scaling:
         out.append(f"autoscaling: {scaling.get('summary', '-')}")

@@ -12,7 +12,9 @@ import click
 
 from thrifty.cli.apis import progress_printer
 from thrifty.client import Client
+from thrifty.config.loader import load_cluster
 from thrifty.control import launcher
+from thrifty.control.cluster_setup import check_supported
 from thrifty.control.home import Home, default_home
 from thrifty.errors import ThriftyError
 
@@ -28,16 +30,28 @@ def home_of(ctx: click.Context) -> Home:
 @click.command()
 @HOST
 @PORT
+@click.option(
+    "--cluster",
+    "cluster_file",
+    type=click.Path(dir_okay=False),
+    help="Cluster file: engine, provider, node pools (see `thrifty schema --cluster`).",
+)
 @click.pass_context
-def up(ctx: click.Context, host: str, port: int) -> None:
-    """Start the local platform (operator + gateway) in the background.
+def up(ctx: click.Context, host: str, port: int, cluster_file: str | None) -> None:
+    """Start the platform (operator + gateway) in the background; with --cluster, on that cluster.
 
     After an operator crash, the gateway and replicas still running are adopted (they keep serving).
     """
     home = home_of(ctx)
-    launcher.start(home, host=host, port=port, detach=True)
+    cluster = None
+    if cluster_file is not None:
+        config = load_cluster(cluster_file)  # a bad file: its errors, and nothing starts
+        check_supported(config, cluster_file)
+        cluster = Path(cluster_file).resolve()
+    launcher.start(home, host=host, port=port, detach=True, cluster=cluster)
     with Client(home.root) as client:
-        click.echo(f"thrifty is up: gateway {client.gateway_url}, state in {home.root}")
+        where = f", cluster from {cluster_file}" if cluster is not None else ""
+        click.echo(f"thrifty is up: gateway {client.gateway_url}, state in {home.root}{where}")
 
 
 @click.command()

@@ -18,7 +18,10 @@ import orjson
 
 from thrifty import __version__
 from thrifty.config.schema import API_NAME_RE
+from thrifty.control.cluster import Cluster
+from thrifty.control.cluster_metrics import cost_metrics
 from thrifty.control.logs import read_logs
+from thrifty.control.nodes import NODE_EVENT_KINDS
 from thrifty.control.operator import Operator
 from thrifty.errors import AuthError, NotFoundError, RequestError, ThriftyError
 
@@ -64,6 +67,10 @@ class AdminApi:
             ("GET", re.compile(r"^/v1/apis/(?P<name>[^/]+)/logs$"), self._logs),
             ("GET", re.compile(r"^/v1/apis/(?P<name>[^/]+)/events$"), self._events),
             ("POST", re.compile(r"^/v1/shutdown$"), self._shutdown),
+            ("GET", re.compile(r"^/v1/events$"), self._all_events),
+            ("GET", re.compile(r"^/v1/cluster$"), self._cluster),
+            ("GET", re.compile(r"^/v1/cluster/events$"), self._cluster_events),
+            ("GET", re.compile(r"^/metrics$"), self._metrics),
         ]
 
     async def handle(self, method: str, path: str, query: str, headers: dict[str, str], body: bytes) -> AdminResponse:
@@ -80,7 +87,10 @@ class AdminApi:
                 name = match.groupdict().get("name")
                 if name is not None and not API_NAME_RE.match(name):
                     raise RequestError(f"{name!r} is not an API name ([a-z][a-z0-9-]*, at most 40 characters)")
-                return _json(200, await handler(match, parse_qs(query), body))
+                out = await handler(match, parse_qs(query), body)
+                if isinstance(out, AdminResponse):
+                    return out
+                return _json(200, out)
             if allowed:
                 return _json(405, {"error": "method_not_allowed", "message": f"use {', '.join(allowed)}"})
             raise NotFoundError(f"no admin endpoint {method} {path}")
@@ -116,7 +126,10 @@ class AdminApi:
     async def _list(self, m: re.Match[str], q: dict[str, list[str]], body: bytes) -> Any:
         op = self._op
         await op.refresh_traffic()
-        return {"apis": op.list_apis(), "splitters": op.splitters.list(op.traffic, op.gateway.url)}
+        out: dict[str, Any] = {"apis": op.list_apis(), "splitters": op.splitters.list(op.traffic, op.gateway.url)}
+        if op.cluster is not None:
+            out["cost"] = op.cluster.costs.cluster()  # the cluster's $/h, idle apart
+        return out
 
     async def _get(self, m: re.Match[str], q: dict[str, list[str]], body: bytes) -> Any:
         name = m["name"]
@@ -155,6 +168,29 @@ class AdminApi:
         kind = q.get("kind", [None])[0]
         limit = _int_param(q, "limit", 50)
         return {"events": [e.to_dict() for e in self._op.store.events(m["name"], kind, limit)]}
+
+    async def _all_events(self, m: re.Match[str], q: dict[str, list[str]], body: bytes) -> Any:
+        kind = q.get("kind", [None])[0]
+        limit = _int_param(q, "limit", 50)
+        return {"events": [e.to_dict() for e in self._op.store.events(None, kind, limit)]}
+
+    def _cluster_of(self) -> Cluster:
+        if self._op.cluster is None:
+            raise NotFoundError("the platform runs without a cluster file (start it with `thrifty up --cluster FILE`)")
+        return self._op.cluster
+
+    async def _cluster(self, m: re.Match[str], q: dict[str, list[str]], body: bytes) -> Any:
+        return self._cluster_of().info(self._op.clock())
+
+    async def _cluster_events(self, m: re.Match[str], q: dict[str, list[str]], body: bytes) -> Any:
+        self._cluster_of()
+        limit = _int_param(q, "limit", 50)
+        return {"events": [e.to_dict() for e in self._op.store.cluster_events(NODE_EVENT_KINDS, limit)]}
+
+    async def _metrics(self, m: re.Match[str], q: dict[str, list[str]], body: bytes) -> Any:
+        op = self._op
+        text = cost_metrics(op.cluster, list(op.apis), op.clock()) if op.cluster is not None else ""
+        return AdminResponse(200, text.encode(), "text/plain; version=0.0.4")
 
     async def _shutdown(self, m: re.Match[str], q: dict[str, list[str]], body: bytes) -> Any:
         self._on_shutdown()

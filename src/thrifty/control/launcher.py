@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from thrifty.client import Client, read_operator_file
 from thrifty.control.home import Home
@@ -42,11 +43,14 @@ def running_pid(home: Home) -> int | None:
     return pid if pid and pid_alive(pid) else None
 
 
-def operator_args(home: Home, host: str, port: int) -> list[str]:
-    return [sys.executable, "-m", OPERATOR_MODULE, "--home", str(home.root), "--host", host, "--port", str(port)]
+def operator_args(home: Home, host: str, port: int, cluster: Path | None = None) -> list[str]:
+    args = [sys.executable, "-m", OPERATOR_MODULE, "--home", str(home.root), "--host", host, "--port", str(port)]
+    return [*args, "--cluster", str(cluster)] if cluster is not None else args
 
 
-def start(home: Home, *, host: str, port: int, detach: bool, timeout_s: float = 60.0) -> subprocess.Popen[bytes]:
+def start(
+    home: Home, *, host: str, port: int, detach: bool, timeout_s: float = 60.0, cluster: Path | None = None
+) -> subprocess.Popen[bytes]:
     """Start the operator and wait until its admin API answers."""
     home.ensure()
     pid = running_pid(home)
@@ -57,7 +61,7 @@ def start(home: Home, *, host: str, port: int, detach: bool, timeout_s: float = 
     log = open(home.operator_log, "ab")  # noqa: SIM115 - handed to the child
     try:
         proc = subprocess.Popen(
-            operator_args(home, host, port),
+            operator_args(home, host, port, cluster),
             stdin=subprocess.DEVNULL,
             stdout=log if detach else None,
             stderr=log if detach else None,
