@@ -50,6 +50,12 @@ def cluster_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platf
             print(log.read_text())
 
 
+def rows(p: Platform, *args: str) -> list[dict[str, Any]]:
+    out = p.json(*args)
+    assert isinstance(out, list)
+    return out
+
+
 def nodes(p: Platform) -> list[dict[str, Any]]:
     return p.json("cluster", "info")["nodes"]  # type: ignore[index,no-any-return]
 
@@ -89,8 +95,7 @@ def test_apis_share_a_gpu_node_scale_onto_the_cheapest_pool_and_idle_nodes_go(
     for load in (load_s, load_c):
         assert not load.errors and set(load.statuses) == {200}, (load.statuses, load.errors[:3])
 
-    overview = p.json("get")
-    costs = {a["name"]: a["cost"] for a in overview}  # type: ignore[union-attr]
+    costs = {a["name"]: a["cost"] for a in rows(p, "get")}
     assert costs["summarize"]["per_hour"] > costs["classify"]["per_hour"] > 0
     assert costs["summarize"]["per_million_requests"] is not None
     info = p.json("cluster", "info")
@@ -99,7 +104,7 @@ def test_apis_share_a_gpu_node_scale_onto_the_cheapest_pool_and_idle_nodes_go(
     p.cli("delete", "summarize")
     p.cli("delete", "classify")
     wait_until(lambda: not nodes(p), 60, "the idle nodes to be released")
-    kinds = [e["kind"] for e in p.json("cluster", "events")]  # type: ignore[union-attr]
+    kinds = [e["kind"] for e in rows(p, "cluster", "events")]
     assert kinds.count("node_launch") == 2 and kinds.count("node_release") == 2, kinds
-    releases = [e for e in p.json("events") if e["kind"] == "node_release"]  # type: ignore[union-attr]
+    releases = [e for e in rows(p, "events") if e["kind"] == "node_release"]
     assert all("node_idle_timeout" in e["message"] for e in releases)
