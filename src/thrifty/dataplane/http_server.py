@@ -475,7 +475,8 @@ class _Connection(asyncio.Protocol):
             if self._dead or transport is None:
                 return False
             self._streaming = True
-            transport.write(encode_stream_head(resp, self._server.date.line(), keep))
+            # The head goes out with the first chunk: one write (one TCP segment) for the time to first byte.
+            head = encode_stream_head(resp, self._server.date.line(), keep)
             while True:
                 try:
                     chunk = await chunks.__anext__()
@@ -484,13 +485,17 @@ class _Connection(asyncio.Protocol):
                 if self._dead:
                     return False
                 if chunk:
-                    transport.write(encode_chunk(chunk))
+                    if head:
+                        transport.write(head + encode_chunk(chunk))
+                        head = b""
+                    else:
+                        transport.write(encode_chunk(chunk))
                     if self._write_paused:
                         await self._wait_writable()  # back-pressure: the next chunk waits for this one
                         if self._dead:
                             return False
             self._streaming = False
-            transport.write(LAST_CHUNK)
+            transport.write(head + LAST_CHUNK)
             if not keep:
                 transport.close()
             return keep
