@@ -2,7 +2,7 @@
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-EXTRAS ?= dev,s3,examples,embeddings,ray
+EXTRAS ?= dev,s3,examples,embeddings,ray,sim
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 export THRIFTY_DEMO_HOME ?= $(CURDIR)/.thrifty/demo
 

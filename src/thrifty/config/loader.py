@@ -31,6 +31,7 @@ __all__ = [
     "read_data",
     "read_text",
     "validate_data",
+    "validate_model",
 ]
 
 M = TypeVar("M", bound=BaseModel)
@@ -96,6 +97,20 @@ def validate_data(
 ) -> ProjectConfig:
     """Validate parsed YAML (or JSON) data. ``source`` names the file in error messages."""
     return _validate(ProjectConfig, data, source, lines, limits, "a mapping with an 'apis' list", "config")
+
+
+def validate_model(
+    model: type[M],
+    data: Any,
+    source: str,
+    lines: dict[tuple[str | int, ...], int] | None,
+    limits: Limits | None,
+    top_level: str,
+    what: str,
+) -> M:
+    """Validate parsed data against any config model (e.g. a simulator scenario) with located errors;
+    ``top_level`` says what the file's top level must be, ``what`` names the file's kind in messages."""
+    return _validate(model, data, source, lines, limits, top_level, what)
 
 
 def _validate(

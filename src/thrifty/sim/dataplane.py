@@ -1,0 +1,412 @@
+"""The simulated data plane: a gateway that routes and holds requests, replicas that admit, batch, run and cache.
+
+A discrete-event loop on virtual time: arrivals come in time order from the traffic arrays; completions,
+batch timers and model loads sit in one heap of plain tuples ``(time, seq, kind, replica, payload)``. A
+request is a tuple ``(arrival_s, model index, z)`` (``z`` a standard normal draw that fixes its service
+time), never an object, and each replica keeps a FIFO ``deque`` of them: a few heap operations and function
+calls per request, which is what keeps 24 h at 100 requests/s within the time budget.
+
+Every decision is the platform's own pure policy, called here exactly as the gateway and the replica call
+it: ``policy.routing.choose_replica`` and ``policy.model_routing.choose_model_replica`` pick the replica,
+``policy.admission.admit`` queues or refuses (503 beyond the queue, as the real replica), ``policy.batching
+.decide_flush`` fires batches, ``policy.eviction.plan_eviction`` chooses what leaves the memory and disk
+caches, with ``models.frequency.RequestFrequency`` as the real cache's popularity. Nothing here decides
+anything those functions decide; this module only moves requests between them on a virtual clock.
+
+Time model: a batch of n requests takes ``exp(mu + sigma z) + per_item (n - 1)`` with ``z`` the first
+request's draw; a request finishing later than ``request_timeout`` after its arrival is a timeout (failed).
+A memory miss downloads the model unless the disk holds it, then loads it; the load takes no execution slot
+and concurrent requests for a loading model wait for the one load (single flight). Requests that wait for
+a load or a slot pin their model, so it is never evicted from under them.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from array import array
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from heapq import heappop, heappush
+from typing import Any
+
+from thrifty.config.scenario import ScenarioConfig, ServiceConfig
+from thrifty.config.schema import ApiConfig
+from thrifty.models.frequency import RequestFrequency
+from thrifty.policy import admission, batching, eviction, model_routing, routing
+
+FINISH, WAKE, LOADED = 0, 1, 2
+INF = math.inf
+
+Request = tuple[float, int, float]  # (arrival_s, model index or -1, z)
+
+
+@dataclass
+class ApiStats:
+    """What happened to one API's requests."""
+
+    arrived: int = 0
+    served: int = 0  # answered in time
+    rejected: int = 0  # 503: replica queue full, or the gateway's hold full
+    timed_out: int = 0  # answered after request_timeout, or held past cold_start_timeout
+    lost: int = 0  # cut off with nowhere to retry (counted once; a retried request is not lost)
+    retried: int = 0  # re-sent by the gateway after its replica went away
+    hits: int = 0
+    misses: int = 0
+    busy_s: float = 0.0  # replica-seconds executing calls
+    latencies_s: array[float] = field(default_factory=lambda: array("d"))  # of served requests
+
+    @property
+    def failed(self) -> int:
+        return self.rejected + self.timed_out + self.lost
+
+
+class ApiModel:
+    """One API's static figures, precomputed for the hot path."""
+
+    def __init__(self, index: int, api: ApiConfig, service: ServiceConfig, model_names: Sequence[str]) -> None:
+        self.index = index
+        self.name = api.name
+        self.config = api
+        self.limits = admission.AdmissionLimits.from_serving(api.serving)
+        b = api.serving.batching
+        self.batching = batching.BatchingLimits.from_config(b) if b is not None else None
+        self.max_calls = api.serving.max_concurrency
+        self.slots = self.max_calls * (b.max_batch_size if b is not None else 1)
+        self.timeout_s = float(api.serving.request_timeout)
+        self.hold_s = float(api.autoscaling.cold_start_timeout)
+        self.max_held = api.autoscaling.max_cold_queue
+        self.gpu = api.compute.gpu
+        self.per_item_s = float(service.per_item)
+        self.cold_start_s = float(service.cold_start)
+        mu, sigma = service.time.mu, service.time.sigma
+        self.multi = service.models is not None
+        self.keys: list[bytes] = [n.encode() for n in model_names]
+        self.mu = [mu] * max(1, len(model_names))
+        self.sigma = [sigma] * max(1, len(model_names))
+        for k, name in enumerate(model_names):
+            d = service.per_model.get(name)
+            if d is not None:
+                self.mu[k], self.sigma[k] = d.mu, d.sigma
+        ms, mc = service.models, api.models
+        self.size = ms.size if ms is not None else 0
+        self.download_s = float(ms.download) if ms is not None else 0.0
+        self.load_s = float(ms.load) if ms is not None else 0.0
+        self.mem_budget = eviction.CacheBudget(mc.cache_size, mc.cache_bytes) if mc else eviction.CacheBudget()
+        self.disk_budget = eviction.CacheBudget(mc.disk_cache_size, mc.disk_cache_bytes) if mc else eviction.CacheBudget()
+        self.frequency_period = max(256, 32 * ((mc.cache_size if mc else None) or 32))
+        self.stats = ApiStats()
+
+
+class SimReplica:
+    """One replica as the gateway sees it (``in_flight``, ``draining``, ``ejected_until``, ``held``, ``slots``)."""
+
+    __slots__ = ("api", "busy", "calls", "dead", "disk", "draining", "ejected_until", "executing", "held", "id",
+                 "in_flight", "loading", "mem", "frequency", "node_id", "queue", "ready", "slots", "wake_at",
+                 "blocked", "started_s")  # fmt: skip
+
+    def __init__(self, replica_id: str, api: ApiModel, node_id: str, now_s: float) -> None:
+        self.id = replica_id
+        self.api = api
+        self.node_id = node_id
+        self.started_s = now_s
+        self.ready = False
+        self.draining = False
+        self.dead = False
+        self.ejected_until = 0.0
+        self.in_flight = 0  # admitted, not finished: executing + queued + waiting for a load
+        self.executing = 0  # requests in running calls
+        self.calls = 0
+        self.slots = api.slots
+        self.queue: deque[Request] = deque()
+        self.busy: list[list[Request]] = []  # running batches, to retry them if the replica dies
+        self.mem: dict[bytes, list[Any]] = {}  # key -> [size, last_used, pins, loading]
+        self.disk: dict[bytes, list[Any]] = {}  # key -> [size, last_used]
+        self.held: set[bytes] = set()  # loaded in memory (what model routing sees)
+        self.loading: dict[bytes, list[Request]] = {}  # key -> requests waiting for its load
+        self.blocked: list[bytes] = []  # loads waiting for an unpin
+        self.frequency = RequestFrequency(api.frequency_period)
+        self.wake_at = INF
+
+
+ReplicaGone = Callable[[SimReplica, float], None]
+
+
+class DataPlane:
+    """Gateway + replicas of every API, advanced by :meth:`advance` between control ticks."""
+
+    def __init__(self, apis: Sequence[ApiModel], seed: int, on_gone: ReplicaGone | None = None) -> None:
+        self.apis = list(apis)
+        self.rng = random.Random(seed)
+        self.heap: list[tuple[float, int, int, SimReplica, Any]] = []
+        self.seq = 0
+        self.routable: list[list[SimReplica]] = [[] for _ in apis]
+        self.orders: list[dict[int, tuple[int, ...]]] = [{} for _ in apis]
+        self.held: list[deque[Request]] = [deque() for _ in apis]
+        self.in_flight: list[int] = [0 for _ in apis]  # per API: admitted + held at the gateway
+        self.on_gone = on_gone
+
+    # -- replicas (called by the simulated engine) -------------------------------------------------------
+
+    def add_ready(self, rep: SimReplica, now_s: float) -> None:
+        """A replica finished its cold start: route to it, and release requests the gateway held."""
+        rep.ready = True
+        a = rep.api.index
+        self.routable[a].append(rep)
+        self.orders[a].clear()
+        held = self.held[a]
+        while held:
+            req = held.popleft()
+            self.in_flight[a] -= 1
+            if now_s - req[0] > rep.api.hold_s:
+                rep.api.stats.timed_out += 1
+                continue
+            self._route(rep.api, now_s, req)
+
+    def drain(self, rep: SimReplica, now_s: float) -> None:
+        """Stop routing new work to ``rep``; it goes when what it holds has finished."""
+        if rep.draining or rep.dead:
+            return
+        rep.draining = True
+        self._unroute(rep)
+        if rep.in_flight == 0:
+            self._gone(rep, now_s)
+
+    def kill(self, rep: SimReplica, now_s: float) -> None:
+        """The replica's node ended: what it held is retried elsewhere by the gateway (read-only requests)."""
+        if rep.dead:
+            return
+        self._unroute(rep)
+        rep.dead = True
+        cut: list[Request] = list(rep.queue)
+        for batch in rep.busy:
+            cut.extend(batch)
+        for waiters in rep.loading.values():
+            cut.extend(waiters)
+        api = rep.api
+        self.in_flight[api.index] -= rep.in_flight
+        rep.queue.clear(), rep.busy.clear(), rep.loading.clear()
+        rep.in_flight = rep.executing = rep.calls = 0
+        api.stats.retried += len(cut)
+        for req in sorted(cut):
+            self._route(api, now_s, req)
+        if self.on_gone is not None:
+            self.on_gone(rep, now_s)
+
+    def _unroute(self, rep: SimReplica) -> None:
+        a = rep.api.index
+        if rep in self.routable[a]:
+            self.routable[a].remove(rep)
+            self.orders[a].clear()
+
+    def _gone(self, rep: SimReplica, now_s: float) -> None:
+        rep.dead = True
+        if self.on_gone is not None:
+            self.on_gone(rep, now_s)
+
+    def expire_held(self, now_s: float) -> None:
+        """Requests held at the gateway past cold_start_timeout get their 503 (called each control tick)."""
+        for api in self.apis:
+            held = self.held[api.index]
+            while held and now_s - held[0][0] > api.hold_s:
+                held.popleft()
+                self.in_flight[api.index] -= 1
+                api.stats.timed_out += 1
+
+    # -- the event loop ----------------------------------------------------------------------------------
+
+    def advance(self, times: Sequence[float], apis: Sequence[int], models: Sequence[int], zs: Sequence[float],
+                until_s: float) -> None:  # fmt: skip
+        """Process the given arrivals (sorted, all before ``until_s``) and every event before ``until_s``."""
+        heap = self.heap
+        api_models = self.apis
+        n = len(times)
+        i = 0
+        next_t = times[0] if n else INF
+        while True:
+            if heap and heap[0][0] <= next_t:
+                if heap[0][0] >= until_s:
+                    break
+                t, _, kind, rep, payload = heappop(heap)
+                if kind == FINISH:
+                    self._finish(rep, t, payload)
+                elif kind == WAKE:
+                    if rep.wake_at == t:
+                        rep.wake_at = INF
+                        self._pump(rep, t)
+                else:
+                    self._loaded(rep, t, payload)
+            else:
+                if i >= n:
+                    break
+                api = api_models[apis[i]]
+                api.stats.arrived += 1
+                self._route(api, next_t, (next_t, models[i], zs[i]))
+                i += 1
+                next_t = times[i] if i < n else INF
+
+    def _route(self, api: ApiModel, now_s: float, req: Request) -> None:
+        a = api.index
+        reps = self.routable[a]
+        if not reps:
+            held = self.held[a]
+            if len(held) >= api.max_held:
+                api.stats.rejected += 1
+            else:
+                held.append(req)
+                self.in_flight[a] += 1
+            return
+        if api.multi:
+            m = req[1]
+            order = self.orders[a].get(m)
+            if order is None:
+                order = model_routing.rendezvous_order(api.keys[m], [r.id for r in reps])
+                self.orders[a][m] = order
+            idx = model_routing.choose_model_replica(reps, api.keys[m], order, now_s)
+        else:
+            idx = routing.choose_replica(reps, self.rng, now_s)
+        if idx is None:
+            api.stats.rejected += 1
+            return
+        rep = reps[idx]
+        verdict = admission.admit(api.limits, rep.executing, rep.in_flight - rep.executing, rep.draining)
+        if not verdict.admitted:
+            api.stats.rejected += 1  # the replica's 503: the gateway passes it on, it does not retry it
+            return
+        rep.in_flight += 1
+        self.in_flight[a] += 1
+        if api.multi:
+            key = api.keys[req[1]]
+            rep.frequency.record(key)
+            waiting = rep.loading.get(key)
+            if waiting is not None:  # single flight: wait for the load under way (or blocked)
+                api.stats.misses += 1
+                waiting.append(req)
+                entry = rep.mem.get(key)
+                if entry is not None:
+                    entry[2] += 1
+                return
+            entry = rep.mem.get(key)
+            if entry is None:
+                api.stats.misses += 1
+                self._start_load(rep, key, now_s, [req])
+                return
+            api.stats.hits += 1
+            entry[1] = now_s
+            entry[2] += 1
+        rep.queue.append(req)
+        self._pump(rep, now_s)
+
+    def _pump(self, rep: SimReplica, now_s: float) -> None:
+        """Start calls while slots are free (and, with batching, while the batcher says fire)."""
+        api = rep.api
+        queue = rep.queue
+        limits = api.batching
+        if limits is None:
+            while queue and rep.calls < api.max_calls:
+                self._start(rep, now_s, [queue.popleft()])
+            return
+        while queue:
+            d = batching.decide_flush(limits, len(queue), queue[0][0], api.max_calls - rep.calls, now_s)
+            if d.batch_size:
+                self._start(rep, now_s, [queue.popleft() for _ in range(d.batch_size)])
+                continue
+            if d.wake_at_s is not None and d.wake_at_s < rep.wake_at:
+                rep.wake_at = d.wake_at_s
+                self.seq += 1
+                heappush(self.heap, (d.wake_at_s, self.seq, WAKE, rep, None))
+            return
+
+    def _start(self, rep: SimReplica, now_s: float, batch: list[Request]) -> None:
+        api = rep.api
+        _, m, z = batch[0]
+        k = m if m >= 0 else 0
+        dur = math.exp(api.mu[k] + api.sigma[k] * z) + api.per_item_s * (len(batch) - 1)
+        rep.calls += 1
+        rep.executing += len(batch)
+        rep.busy.append(batch)
+        api.stats.busy_s += dur
+        self.seq += 1
+        heappush(self.heap, (now_s + dur, self.seq, FINISH, rep, batch))
+
+    def _finish(self, rep: SimReplica, now_s: float, batch: list[Request]) -> None:
+        if rep.dead:
+            return  # its requests were retried when it died
+        api = rep.api
+        stats = api.stats
+        n = len(batch)
+        rep.busy.remove(batch)
+        rep.calls -= 1
+        rep.executing -= n
+        rep.in_flight -= n
+        self.in_flight[api.index] -= n
+        timeout = api.timeout_s
+        lat = stats.latencies_s
+        for req in batch:
+            d = now_s - req[0]
+            if d > timeout:
+                stats.timed_out += 1
+            else:
+                stats.served += 1
+                lat.append(d)
+            if api.multi:
+                rep.mem[api.keys[req[1]]][2] -= 1
+        if rep.blocked:
+            self._retry_blocked(rep, now_s)
+        if rep.draining and rep.in_flight == 0:
+            self._gone(rep, now_s)
+            return
+        self._pump(rep, now_s)
+
+    # -- model cache -------------------------------------------------------------------------------------
+
+    def _start_load(self, rep: SimReplica, key: bytes, now_s: float, waiters: list[Request]) -> None:
+        api = rep.api
+        freq = rep.frequency
+        entries = [eviction.CacheEntry(k, e[0], e[1], e[2] + (1 if e[3] else 0), freq(k)) for k, e in rep.mem.items()]
+        decision = eviction.plan_eviction(entries, api.mem_budget, api.size)
+        if decision.verdict is eviction.Verdict.TOO_LARGE:
+            n = len(waiters)
+            api.stats.rejected += n
+            rep.in_flight -= n
+            self.in_flight[api.index] -= n
+            return
+        rep.loading[key] = waiters
+        if decision.verdict is eviction.Verdict.BLOCKED_BY_PINS:
+            if key not in rep.blocked:
+                rep.blocked.append(key)
+            return
+        for k in decision.evict:
+            del rep.mem[k]
+            rep.held.discard(k)
+        rep.mem[key] = [api.size, now_s, len(waiters), True]
+        dur = api.load_s
+        on_disk = rep.disk.get(key)
+        if on_disk is not None:
+            on_disk[1] = now_s
+        else:
+            dur += api.download_s
+            disk = [eviction.CacheEntry(k, e[0], e[1], 0, freq(k)) for k, e in rep.disk.items()]
+            d = eviction.plan_eviction(disk, api.disk_budget, api.size)
+            if d.fits:
+                for k in d.evict:
+                    del rep.disk[k]
+                rep.disk[key] = [api.size, now_s]
+        self.seq += 1
+        heappush(self.heap, (now_s + dur, self.seq, LOADED, rep, key))
+
+    def _retry_blocked(self, rep: SimReplica, now_s: float) -> None:
+        blocked, rep.blocked = rep.blocked, []
+        for key in blocked:
+            self._start_load(rep, key, now_s, rep.loading.pop(key))
+
+    def _loaded(self, rep: SimReplica, now_s: float, key: bytes) -> None:
+        if rep.dead:
+            return
+        entry = rep.mem[key]
+        entry[1] = now_s
+        entry[3] = False
+        rep.held.add(key)
+        rep.queue.extend(rep.loading.pop(key))
+        self._pump(rep, now_s)
