@@ -1,0 +1,119 @@
+"""The report of a simulation: per strategy, the bill, the service and where the money went.
+
+``summarize`` turns a run into plain JSON-able figures; ``write_report`` writes ``report.md`` (a markdown
+table), ``report.json`` and, when matplotlib is installed (the ``sim`` extra), ``timeline.png`` (replicas and
+nodes against load) and ``cost_slo.png`` (cost against SLO attainment per strategy).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from thrifty.config.scenario import ScenarioConfig
+from thrifty.policy.costs import per_million_requests
+from thrifty.sim.run import RunResult
+
+
+def summarize(scenario: ScenarioConfig, run: RunResult) -> dict[str, Any]:
+    arrived = sum(a.stats.arrived for a in run.apis)
+    served = sum(a.stats.served for a in run.apis)
+    lat = np.concatenate([np.frombuffer(a.stats.latencies_s, dtype=np.float64) for a in run.apis])
+    under = int(np.count_nonzero(lat <= scenario.slo.latency)) if lat.size else 0
+    attainment = 100.0 * under / arrived if arrived else 100.0
+    dollars = sum(run.dollars.values())
+    hits = sum(a.stats.hits for a in run.apis)
+    misses = sum(a.stats.misses for a in run.apis)
+    gpu_busy = sum(a.stats.busy_s * a.gpu for a in run.apis)
+    pct = {f"p{q}": float(np.percentile(lat, q)) for q in (50, 90, 99, 99.9)} if lat.size else {}
+    return {
+        "strategy": run.strategy,
+        "duration_s": run.duration_s,
+        "requests": arrived,
+        "served": served,
+        "rejected_503": sum(a.stats.rejected for a in run.apis),
+        "timed_out": sum(a.stats.timed_out for a in run.apis),
+        "lost": sum(a.stats.lost for a in run.apis),
+        "retried": sum(a.stats.retried for a in run.apis),
+        "total_dollars": dollars,
+        "dollars_per_hour": dollars / (run.duration_s / 3600.0),
+        "dollars_per_million_requests": per_million_requests(dollars, arrived),
+        "slo": {"latency_s": scenario.slo.latency, "target_percent": scenario.slo.share},
+        "slo_attainment_percent": attainment,
+        "slo_met": attainment >= scenario.slo.share,
+        "latency_s": pct,
+        "replica_hours": {k: v / 3600.0 for k, v in run.replica_seconds.items()},
+        "node_hours": {k: v / 3600.0 for k, v in run.node_seconds.items()},
+        "dollars_by_pool": dict(run.dollars),
+        "gpu_utilization": gpu_busy / run.gpu_seconds if run.gpu_seconds else None,
+        "cache_hit_ratio": hits / (hits + misses) if hits + misses else None,
+        "spot_interruptions": run.interruptions,
+    }
+
+
+def markdown(scenario: ScenarioConfig, rows: list[dict[str, Any]]) -> str:
+    head = (f"# {scenario.name}\n\n{scenario.description}\n\nSLO: {scenario.slo.share:g}% of requests within "
+            f"{scenario.slo.latency * 1000:g} ms (failures count as missed).\n\n")  # fmt: skip
+    cols = "| strategy | $ total | $/h | $ per 1M req | SLO attained | met | 503 | timed out | retried | " \
+           "replica-h | node-h by pool | GPU util | cache hits |"  # fmt: skip
+    lines = [cols, "|" + "---|" * (cols.count("|") - 1)]
+    for r in rows:
+        per_m = r["dollars_per_million_requests"]
+        pools = ", ".join(f"{k} {v:.1f}" for k, v in r["node_hours"].items() if v)
+        gpu = "-" if r["gpu_utilization"] is None else f"{100 * r['gpu_utilization']:.1f}%"
+        hit = "-" if r["cache_hit_ratio"] is None else f"{100 * r['cache_hit_ratio']:.1f}%"
+        lines.append(
+            f"| {r['strategy']} | {r['total_dollars']:.2f} | {r['dollars_per_hour']:.3f} | "
+            f"{'-' if per_m is None else f'{per_m:.2f}'} | {r['slo_attainment_percent']:.3f}% | "
+            f"{'yes' if r['slo_met'] else 'NO'} | {r['rejected_503']} | {r['timed_out']} | {r['retried']} | "
+            f"{sum(r['replica_hours'].values()):.1f} | {pools or '-'} | {gpu} | {hit} |"
+        )
+    return head + "\n".join(lines) + "\n"
+
+
+def write_report(scenario: ScenarioConfig, runs: list[RunResult], out: Path) -> list[dict[str, Any]]:
+    out.mkdir(parents=True, exist_ok=True)
+    rows = [summarize(scenario, r) for r in runs]
+    (out / "report.md").write_text(markdown(scenario, rows), encoding="utf-8")
+    data = {"scenario": scenario.name, "strategies": rows, "timelines": {r.strategy: r.timeline for r in runs}}
+    (out / "report.json").write_text(json.dumps(data, indent=1), encoding="utf-8")
+    _plots(rows, runs, out)
+    return rows
+
+
+def _plots(rows: list[dict[str, Any]], runs: list[RunResult], out: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:  # the sim extra is optional: the markdown and JSON report stand alone
+        return
+    fig, ax = plt.subplots(figsize=(10, 4))
+    ax2 = ax.twinx()
+    for r in runs:
+        t = [p["t_s"] / 3600.0 for p in r.timeline]
+        ax.plot(t, [p["replicas"] for p in r.timeline], label=f"{r.strategy} replicas")
+        ax.plot(t, [sum(p["nodes"].values()) for p in r.timeline], "--", label=f"{r.strategy} nodes")
+    if runs:
+        ax2.plot([p["t_s"] / 3600.0 for p in runs[0].timeline], [p["rate"] for p in runs[0].timeline],
+                 color="grey", alpha=0.4, label="requests/s")  # fmt: skip
+    ax.set_xlabel("hours")
+    ax.set_ylabel("replicas / nodes")
+    ax2.set_ylabel("requests/s")
+    ax.legend(loc="upper left", fontsize="small")
+    fig.tight_layout()
+    fig.savefig(out / "timeline.png", dpi=100)
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for row in rows:
+        ax.scatter(row["slo_attainment_percent"], row["dollars_per_hour"])
+        ax.annotate(row["strategy"], (row["slo_attainment_percent"], row["dollars_per_hour"]))
+    ax.set_xlabel("SLO attainment (%)")
+    ax.set_ylabel("$ per hour")
+    fig.tight_layout()
+    fig.savefig(out / "cost_slo.png", dpi=100)
+    plt.close(fig)

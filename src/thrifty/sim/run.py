@@ -1,0 +1,207 @@
+"""One simulation run: the simulated cloud (nodes, launch delay, prices, spot interruptions), the simulated
+engine (replicas with cold starts) and the data plane, advanced tick by tick on virtual time while a
+:class:`~thrifty.sim.control.ControlPlane` decides.
+
+Billing is per second from a node's launch request to its end (release or interruption), at its pool's
+price. Cold starts and node launches complete at the first control tick at or after they are due.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from thrifty.config.scenario import ScenarioConfig
+from thrifty.policy.cluster_types import ClusterReplica, NodeSpec, NodeState, NodeView, ReplicaRequest
+from thrifty.policy.placement import request_of
+from thrifty.sim.control import ControlPlane, Observation
+from thrifty.sim.dataplane import ApiModel, DataPlane, SimReplica
+from thrifty.sim.traffic import Arrivals
+
+TIMELINE_STEP_S = 60.0
+
+
+@dataclass
+class SimNode:
+    id: str
+    spec: NodeSpec
+    state: NodeState  # launching | ready | cordoned
+    since_s: float
+    launched_s: float
+    ready_at_s: float
+    ends_at_s: float | None = None  # set by a spot notice
+
+
+@dataclass
+class RunResult:
+    strategy: str
+    duration_s: float
+    apis: list[ApiModel]
+    node_seconds: dict[str, float] = field(default_factory=dict)  # per pool
+    dollars: dict[str, float] = field(default_factory=dict)  # per pool
+    gpu_seconds: float = 0.0
+    replica_seconds: dict[str, float] = field(default_factory=dict)  # per API
+    interruptions: int = 0
+    timeline: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Simulation:
+    def __init__(self, scenario: ScenarioConfig, arrivals: Arrivals, control: ControlPlane, strategy: str,
+                 progress: Callable[[float], None] | None = None) -> None:  # fmt: skip
+        self.sc = scenario
+        self.arrivals = arrivals
+        self.control = control
+        self.progress = progress
+        self.apis = [ApiModel(i, scenario.api(n), scenario.service[n], arrivals.model_names[i])
+                     for i, n in enumerate(arrivals.api_names)]  # fmt: skip
+        self.api_by_name = {a.name: a for a in self.apis}
+        self.dp = DataPlane(self.apis, scenario.seed, on_gone=self._replica_gone)
+        self.pools = {p.name: p for p in scenario.cluster.pools()}
+        self.nodes: dict[str, SimNode] = {}
+        self.node_count = 0
+        self.replicas: dict[str, SimReplica] = {}
+        self.starting: list[tuple[float, SimReplica]] = []
+        self.rng = random.Random(scenario.seed + 1)
+        self.noticed: list[str] = []
+        self.result = RunResult(strategy, scenario.duration, self.apis,
+                                node_seconds={p: 0.0 for p in self.pools}, dollars={p: 0.0 for p in self.pools},
+                                replica_seconds={a.name: 0.0 for a in self.apis})  # fmt: skip
+
+    # -- the simulated cloud -----------------------------------------------------------------------------
+
+    def _launch(self, pool: str, now_s: float) -> None:
+        self.node_count += 1
+        node_id = f"{pool}-{self.node_count}"
+        delay = self.sc.cluster.launch_delay_s
+        self.nodes[node_id] = SimNode(node_id, self.pools[pool].spec, "launching", now_s, now_s, now_s + delay)
+
+    def _end_node(self, node_id: str, now_s: float) -> None:
+        node = self.nodes.pop(node_id, None)
+        if node is None:
+            return
+        secs = now_s - node.launched_s
+        self.result.node_seconds[node.spec.pool] += secs
+        self.result.dollars[node.spec.pool] += secs / 3600.0 * node.spec.price_per_hour
+        self.result.gpu_seconds += secs * node.spec.gpus
+        for rep in [r for r in self.replicas.values() if r.node_id == node_id]:
+            self.dp.kill(rep, now_s)
+
+    def _spot(self, now_s: float, dt: float) -> None:
+        for pool, proc in self.sc.spot.items():
+            live = [n for n in self.nodes.values() if n.spec.pool == pool and n.ends_at_s is None]
+            p = proc.rate * dt / 3600.0
+            for node in live:
+                if node.ends_at_s is None and self.rng.random() < p:
+                    hit = [node] + [o for o in live if o is not node and o.ends_at_s is None
+                                    and self.rng.random() < proc.correlation]  # fmt: skip
+                    for n in hit:
+                        n.ends_at_s = now_s + proc.notice
+                        self.result.interruptions += 1
+                        self.noticed.append(n.id)
+
+    # -- the simulated engine ----------------------------------------------------------------------------
+
+    def _replica_gone(self, rep: SimReplica, now_s: float) -> None:
+        if self.replicas.pop(rep.id, None) is not None:
+            self.result.replica_seconds[rep.api.name] += now_s - rep.started_s
+
+    def _observe(self, now_s: float) -> Observation:
+        views = tuple(NodeView(n.id, n.spec, n.state, n.since_s) for n in self.nodes.values())
+        reps = tuple(ClusterReplica(r.id, r.api.name, self.control_request(r), r.node_id)
+                     for r in self.replicas.values() if not r.draining)  # fmt: skip
+        in_flight = {a.name: float(self.dp.in_flight[a.index]) for a in self.apis}
+        noticed, self.noticed = tuple(self.noticed), []
+        return Observation(in_flight, views, reps, noticed)
+
+    def control_request(self, rep: SimReplica) -> ReplicaRequest:
+        return request_of(rep.api.config.compute)
+
+    # -- the loop ----------------------------------------------------------------------------------------
+
+    def run(self) -> RunResult:
+        sc = self.sc
+        dt = sc.control_interval
+        arr = self.arrivals
+        ticks = math.ceil(sc.duration / dt)
+        bounds = np.searchsorted(arr.times_s, np.arange(ticks + 1) * dt, side="left")
+        zs = np.random.default_rng(sc.seed + 2).standard_normal(len(arr))
+        next_line = 0.0
+        for k in range(ticks):
+            now = k * dt
+            for node in list(self.nodes.values()):
+                if node.state == "launching" and node.ready_at_s <= now:
+                    node.state, node.since_s = "ready", now
+                if node.ends_at_s is not None and node.ends_at_s <= now:
+                    self._end_node(node.id, now)
+            self._spot(now, dt)
+            still = []
+            for due, rep in self.starting:
+                if rep.dead:
+                    continue
+                if due <= now:
+                    self.dp.add_ready(rep, now)
+                else:
+                    still.append((due, rep))
+            self.starting = still
+            self.dp.expire_held(now)
+            act = self.control.tick(now, self._observe(now))
+            self._apply(act, now)
+            if now >= next_line:
+                self._timeline(now, act.desired)
+                next_line += TIMELINE_STEP_S
+                if self.progress is not None:
+                    self.progress(now / sc.duration)
+            lo, hi = int(bounds[k]), int(bounds[k + 1])
+            self.dp.advance(arr.times_s[lo:hi].tolist(), arr.api[lo:hi].tolist(), arr.model[lo:hi].tolist(),
+                            zs[lo:hi].tolist(), now + dt)  # fmt: skip
+        end = ticks * dt
+        for rep in list(self.replicas.values()):
+            self._replica_gone(rep, end)
+        for node_id in list(self.nodes):
+            self._end_node(node_id, end)
+        for api in self.apis:  # what is still queued or held at the end was not served
+            api.stats.timed_out += self.dp.in_flight[api.index]
+        return self.result
+
+    def _apply(self, act: Any, now_s: float) -> None:
+        for node_id in act.cordon:
+            if node_id in self.nodes:
+                self.nodes[node_id].state, self.nodes[node_id].since_s = "cordoned", now_s
+        for node_id in act.uncordon:
+            if node_id in self.nodes and self.nodes[node_id].state == "cordoned":
+                self.nodes[node_id].state, self.nodes[node_id].since_s = "ready", now_s
+        for rid in act.stop:
+            rep = self.replicas.get(rid)
+            if rep is not None:
+                if not rep.ready:
+                    rep.dead = True
+                    self._replica_gone(rep, now_s)
+                else:
+                    self.dp.drain(rep, now_s)
+        for a in act.start:
+            if a.node_id not in self.nodes:
+                continue
+            api = self.api_by_name[a.api]
+            rep = SimReplica(a.replica_id, api, a.node_id, now_s)
+            self.replicas[rep.id] = rep
+            self.starting.append((now_s + api.cold_start_s, rep))
+        for pool, count in act.launch:
+            for _ in range(count):
+                self._launch(pool, now_s)
+        for node_id in act.release:
+            self._end_node(node_id, now_s)
+
+    def _timeline(self, now_s: float, desired: dict[str, int]) -> None:
+        by_pool = {p: 0 for p in self.pools}
+        for n in self.nodes.values():
+            by_pool[n.spec.pool] += 1
+        ready = sum(1 for r in self.replicas.values() if r.ready and not r.draining)
+        rate = float(np.searchsorted(self.arrivals.times_s, now_s + TIMELINE_STEP_S)
+                     - np.searchsorted(self.arrivals.times_s, now_s)) / TIMELINE_STEP_S  # fmt: skip
+        self.result.timeline.append({"t_s": now_s, "rate": rate, "replicas": ready,
+                                     "desired": sum(desired.values()), "nodes": by_pool})  # fmt: skip
