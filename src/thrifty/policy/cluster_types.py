@@ -69,6 +69,10 @@ class ReplicaRequest:
     gpu_mem_bytes: int | None = None  # per replica; None = its fraction of the GPU's memory (whole GPUs: all)
     node_pools: tuple[str, ...] = ()  # empty = any pool
     spot: SpotPreference = "prefer"
+    # Soft: pools to stay out of while another fits (a spot replacement avoids the interrupted pool; a spread
+    # move avoids the pool the API's other replicas crowd). Placement ranks these pools' nodes last and
+    # provisioning buys elsewhere when any other allowed pool can hold the replica.
+    avoid_pools: tuple[str, ...] = ()
 
     def allows(self, spec: NodeSpec) -> bool:
         """Whether the pool selector and spot preference let this replica run on a node of ``spec``."""

@@ -11,8 +11,9 @@ Rules:
   exceed 1.0 and their GPU memory never exceeds the GPU's. A replica without ``gpu_mem`` reserves its
   fraction of that GPU's memory, so fractions alone keep memory within bounds.
 - A whole-GPU replica (gpu 1, 2, ...) takes that many GPUs that nothing else uses, whole.
-- Among the nodes that fit, the order of preference is: fewest replicas of the same API already there
-  (an API with two or more replicas spreads over nodes while there is room), a CPU-only replica away from
+- Among the nodes that fit, the order of preference is: a node outside the replica's ``avoid_pools`` (a
+  spot replacement stays out of the interrupted pool while another pool has room), fewest replicas of the
+  same API already there (an API with two or more replicas spreads over nodes while there is room), a CPU-only replica away from
   GPU nodes (it would strand their GPUs), spot nodes for ``spot: prefer``, then best fit: the node left
   with the least free capacity (CPU, memory and GPU shares summed); on a GPU node, the fullest GPU that
   still fits.
@@ -35,6 +36,7 @@ from thrifty.config.schema import ComputeConfig
 from thrifty.policy.cluster_types import ClusterReplica, NodeSpec, NodeState, NodeView, ReplicaRequest
 
 EPS = 1e-9
+AVOID_PENALTY = 1 << 24  # ranks a node of an avoided pool after every other node that fits
 PLACEABLE_STATES: frozenset[NodeState] = frozenset({"ready"})
 
 
@@ -253,6 +255,7 @@ class Packer:
         c, m, g = req.cpu - EPS, req.mem_bytes, min(req.gpu, 1.0) - EPS  # g: what one GPU must have free
         cpu_only = req.gpu <= 0
         prefer_spot = req.spot == "prefer"
+        avoid = req.avoid_pools
         api = replica.api
         mask = self._mask(req)
         best: _Room | None = None
@@ -269,6 +272,8 @@ class Packer:
             rank = (room.api_counts.get(api, 0) << 2) + (room.gpu_penalty if cpu_only else 0)
             if prefer_spot:
                 rank += room.on_demand_penalty
+            if avoid and room.node.spec.pool in avoid:
+                rank += AVOID_PENALTY
             if rank > best_rank:
                 continue
             if cpu_only:

@@ -12,7 +12,9 @@ One tick, in order:
    charges for its dominant share of a node (its largest share of CPU, memory, GPUs or GPU memory). A
    ratio under 1 means co-locating saves money; a half-empty large node scores badly against a small one.
    Equal ratios go to the lower ``priority``, then the lower price, then the pool name. Replicas no pool
-   can hold, or whose pools are at ``max_nodes``, come back with a reason.
+   can hold, or whose pools are at ``max_nodes``, come back with a reason. Pools in ``excluded_pools``
+   (the spot policy's: out of capacity until their next probe) are not bought from; a replica's
+   ``avoid_pools`` are skipped for it while another allowed pool can hold it.
 3. **min_nodes**: launch what each pool lacks.
 4. **Idle nodes**: a ready node with no replica for ``node_idle_timeout`` is released (not before), unless
    its pool would drop below ``min_nodes``.
@@ -134,6 +136,7 @@ def decide(
     replicas: Sequence[ClusterReplica],
     state: ProvisioningState,
     now_s: float,
+    excluded_pools: frozenset[str] = frozenset(),
 ) -> ProvisioningDecision:
     """One provisioning tick (see the module docstring)."""
     live = sorted((n for n in nodes if n.state != "terminating"), key=lambda n: n.id)
@@ -156,7 +159,7 @@ def decide(
     r.update(pending=len(pending), fit_on_existing=len(virtual), need_new_nodes=len(leftover))
 
     # 2. buy for the rest; 3. min_nodes
-    launches, unfit = _buy(cfg, leftover, count, r)
+    launches, unfit = _buy(cfg, leftover, count, r, excluded_pools)
     for pool in cfg.pools:
         lacking = pool.min_nodes - count[pool.name]
         if lacking > 0:
@@ -236,7 +239,11 @@ class _Fill:
 
 
 def _buy(
-    cfg: ProvisioningConfig, leftover: list[ClusterReplica], count: dict[str, int], r: dict[str, Any]
+    cfg: ProvisioningConfig,
+    leftover: list[ClusterReplica],
+    count: dict[str, int],
+    r: dict[str, Any],
+    excluded: frozenset[str] = frozenset(),
 ) -> tuple[list[Launch], list[Unplaced]]:
     """Greedy cheapest cover of ``leftover`` with fresh nodes (step 2). Updates ``count``.
 
@@ -248,16 +255,27 @@ def _buy(
     fair: dict[Kind, float] = {}
     kinds: dict[Kind, list[ClusterReplica]] = {}
     kind_of: dict[tuple[str, ReplicaRequest], Kind] = {}
+    avoid: dict[Kind, frozenset[str]] = {}  # pools each kind stays out of (only where another pool holds it)
     for rep in leftover:
         kind = kind_of.setdefault((rep.api, rep.request), len(kind_of))
         if kind not in fair:
-            prices = [p.spec.price_per_hour * dominant_share(rep.request, p.spec) for p in cfg.pools
-                      if rep.request.allows(p.spec)]  # fmt: skip
+            req = rep.request
+            allowed = [p for p in cfg.pools if req.allows(p.spec)]
+            usable = [p for p in allowed if p.name not in excluded]
+            elsewhere = [p for p in usable if p.name not in req.avoid_pools
+                         and dominant_share(req, p.spec) < math.inf]  # fmt: skip
+            if req.avoid_pools and elsewhere:
+                avoid[kind] = frozenset(req.avoid_pools)
+                usable = elsewhere
+            prices = [p.spec.price_per_hour * dominant_share(req, p.spec) for p in usable]
             fair[kind] = min(prices, default=math.inf)
-            if not prices:
+            if not allowed:
                 fair[kind] = -1.0  # marks "no pool allowed"
         if fair[kind] == math.inf or fair[kind] < 0:
             why = "no pool allowed by its selector" if fair[kind] < 0 else "larger than a node of any pool it may use"
+            out = sorted(p.name for p in cfg.pools if p.name in excluded and rep.request.allows(p.spec))
+            if fair[kind] == math.inf and out:
+                why = f"every pool that could hold it is out of capacity now ({', '.join(out)})"
             unfit.append(Unplaced(rep.id, rep.api, why))
             continue
         kinds.setdefault(kind, []).append(rep)
@@ -270,12 +288,12 @@ def _buy(
     while kinds:
         best: tuple[tuple[float, int, float, str], NodePool, _Fill] | None = None
         for pool in cfg.pools:
-            if count[pool.name] >= pool.max_nodes:
+            if count[pool.name] >= pool.max_nodes or pool.name in excluded:
                 fills[pool.name] = None
                 continue
             f = fills.get(pool.name)
             if pool.name not in fills or (f is not None and not f.valid(kinds)):
-                f = fills[pool.name] = _fill_fresh_node(pool, order, shape, kinds, fair)
+                f = fills[pool.name] = _fill_fresh_node(pool, order, shape, kinds, fair, avoid)
             if f is None:
                 continue
             key = (round(f.ratio, 9), pool.priority, pool.spec.price_per_hour, pool.name)
@@ -301,7 +319,9 @@ def _buy(
     for kind_reps in kinds.values():
         for rep in kind_reps:
             full = sorted(p.name for p in cfg.pools if rep.request.allows(p.spec) and count[p.name] >= p.max_nodes)
-            unfit.append(Unplaced(rep.id, rep.api, f"pools at max_nodes: {', '.join(full) or '-'}"))
+            out = sorted(p.name for p in cfg.pools if rep.request.allows(p.spec) and p.name in excluded)
+            why = f"pools at max_nodes: {', '.join(full) or '-'}"
+            unfit.append(Unplaced(rep.id, rep.api, why + (f"; out of capacity now: {', '.join(out)}" if out else "")))
     fair_by_api = {shape[k][0]: round(v, 6) for k, v in sorted(fair.items(), key=lambda kv: shape[kv[0]][0])
                    if v >= 0}  # fmt: skip
     r["buy"] = {"rounds": rounds, "fair_price_per_hour": dict(list(fair_by_api.items())[:20])}
@@ -319,6 +339,7 @@ def _fill_fresh_node(
     shape: dict[Kind, tuple[str, ReplicaRequest]],
     kinds: dict[Kind, list[ClusterReplica]],
     fair: dict[Kind, float],
+    avoid: dict[Kind, frozenset[str]],
 ) -> _Fill | None:
     """How many replicas of each kind one fresh node of ``pool`` holds (biggest kinds first); None: none fits."""
     packer = Packer([NodeView(id="new", spec=pool.spec, state="ready", since_s=0.0)])
@@ -333,7 +354,7 @@ def _fill_fresh_node(
         req = shape[kind][1]
         if room.cpu < req.cpu - EPS or room.mem < req.mem_bytes or room.best_gpu < min(req.gpu, 1.0) - EPS:
             continue  # cheap reject before counting
-        if not req.allows(pool.spec):
+        if not req.allows(pool.spec) or pool.name in avoid.get(kind, ()):
             continue
         n = how_many_fit(room, req, len(reps))
         if n:
