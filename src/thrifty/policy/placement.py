@@ -13,10 +13,10 @@ Rules:
 - A whole-GPU replica (gpu 1, 2, ...) takes that many GPUs that nothing else uses, whole.
 - Among the nodes that fit, the order of preference is: a node outside the replica's ``avoid_pools`` (a
   spot replacement stays out of the interrupted pool while another pool has room), fewest replicas of the
-  same API already there (an API with two or more replicas spreads over nodes while there is room), a CPU-only replica away from
-  GPU nodes (it would strand their GPUs), spot nodes for ``spot: prefer``, then best fit: the node left
-  with the least free capacity (CPU, memory and GPU shares summed); on a GPU node, the fullest GPU that
-  still fits.
+  same API already there (an API with two or more replicas spreads over nodes while there is room), a
+  CPU-only replica away from GPU nodes (it would strand their GPUs), spot nodes for ``spot: prefer``, then
+  best fit: the node left with the least free capacity (CPU, memory and GPU shares summed); on a GPU node,
+  the fullest GPU that still fits.
 - Pending replicas go biggest first (GPU, GPU memory, CPU, memory), then by API and id.
 - Every replica that cannot be placed gets a reason naming what was short and where.
 
