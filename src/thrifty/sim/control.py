@@ -119,13 +119,13 @@ class PolicyControlPlane:
             for x in placed.assignments:
                 everyone.append(ClusterReplica(x.replica_id, x.api, self.requests[x.api], x.node_id, x.gpu_indices))
         left = [r for reps in self.pending.values() for r in reps]
-        d = provisioning.decide(self.prov_cfg, obs.nodes, everyone + left, self.prov_state, now_s)
-        self.prov_state = d.state
-        act.launch.extend((x.pool, x.count) for x in d.launch)
-        act.release.extend(x.node_id for x in d.release)
-        act.cordon.extend(d.cordon)
-        act.uncordon.extend(d.uncordon)
-        for mv in d.moves:  # consolidation: the replacement starts now, the old replica drains
+        prov = provisioning.decide(self.prov_cfg, obs.nodes, everyone + left, self.prov_state, now_s)
+        self.prov_state = prov.state
+        act.launch.extend((x.pool, x.count) for x in prov.launch)
+        act.release.extend(x.node_id for x in prov.release)
+        act.cordon.extend(prov.cordon)
+        act.uncordon.extend(prov.uncordon)
+        for mv in prov.moves:  # consolidation: the replacement starts now, the old replica drains
             new = self._new(mv.api)
             act.start.append(placement.Assignment(new.id, mv.api, mv.to_node, mv.gpu_indices))
             act.stop.append(mv.replica_id)

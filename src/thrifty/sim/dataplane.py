@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from heapq import heappop, heappush
 from typing import Any
 
-from thrifty.config.scenario import ScenarioConfig, ServiceConfig
+from thrifty.config.scenario import ServiceConfig
 from thrifty.config.schema import ApiConfig
 from thrifty.models.frequency import RequestFrequency
 from thrifty.policy import admission, batching, eviction, model_routing, routing
@@ -82,7 +82,8 @@ class ApiModel:
         self.cold_start_s = float(service.cold_start)
         mu, sigma = service.time.mu, service.time.sigma
         self.multi = service.models is not None
-        self.keys: list[bytes] = [n.encode() for n in model_names]
+        self.names: list[str] = list(model_names)
+        self.keys: list[bytes] = [n.encode() for n in model_names]  # what model routing looks up
         self.mu = [mu] * max(1, len(model_names))
         self.sigma = [sigma] * max(1, len(model_names))
         for k, name in enumerate(model_names):
@@ -94,7 +95,9 @@ class ApiModel:
         self.download_s = float(ms.download) if ms is not None else 0.0
         self.load_s = float(ms.load) if ms is not None else 0.0
         self.mem_budget = eviction.CacheBudget(mc.cache_size, mc.cache_bytes) if mc else eviction.CacheBudget()
-        self.disk_budget = eviction.CacheBudget(mc.disk_cache_size, mc.disk_cache_bytes) if mc else eviction.CacheBudget()
+        self.disk_budget = (
+            eviction.CacheBudget(mc.disk_cache_size, mc.disk_cache_bytes) if mc else eviction.CacheBudget()
+        )
         self.frequency_period = max(256, 32 * ((mc.cache_size if mc else None) or 32))
         self.stats = ApiStats()
 
@@ -102,9 +105,29 @@ class ApiModel:
 class SimReplica:
     """One replica as the gateway sees it (``in_flight``, ``draining``, ``ejected_until``, ``held``, ``slots``)."""
 
-    __slots__ = ("api", "busy", "calls", "dead", "disk", "draining", "ejected_until", "executing", "held", "id",
-                 "in_flight", "loading", "mem", "frequency", "node_id", "queue", "ready", "slots", "wake_at",
-                 "blocked", "started_s")  # fmt: skip
+    __slots__ = (
+        "api",
+        "blocked",
+        "busy",
+        "calls",
+        "dead",
+        "disk",
+        "draining",
+        "ejected_until",
+        "executing",
+        "frequency",
+        "held",
+        "id",
+        "in_flight",
+        "loading",
+        "mem",
+        "node_id",
+        "queue",
+        "ready",
+        "slots",
+        "started_s",
+        "wake_at",
+    )  # fmt: skip
 
     def __init__(self, replica_id: str, api: ApiModel, node_id: str, now_s: float) -> None:
         self.id = replica_id
@@ -121,11 +144,11 @@ class SimReplica:
         self.slots = api.slots
         self.queue: deque[Request] = deque()
         self.busy: list[list[Request]] = []  # running batches, to retry them if the replica dies
-        self.mem: dict[bytes, list[Any]] = {}  # key -> [size, last_used, pins, loading]
-        self.disk: dict[bytes, list[Any]] = {}  # key -> [size, last_used]
+        self.mem: dict[str, list[Any]] = {}  # key -> [size, last_used, pins, loading]
+        self.disk: dict[str, list[Any]] = {}  # key -> [size, last_used]
         self.held: set[bytes] = set()  # loaded in memory (what model routing sees)
-        self.loading: dict[bytes, list[Request]] = {}  # key -> requests waiting for its load
-        self.blocked: list[bytes] = []  # loads waiting for an unpin
+        self.loading: dict[str, list[Request]] = {}  # key -> requests waiting for its load
+        self.blocked: list[str] = []  # loads waiting for an unpin
         self.frequency = RequestFrequency(api.frequency_period)
         self.wake_at = INF
 
@@ -186,7 +209,9 @@ class DataPlane:
             cut.extend(waiters)
         api = rep.api
         self.in_flight[api.index] -= rep.in_flight
-        rep.queue.clear(), rep.busy.clear(), rep.loading.clear()
+        rep.queue.clear()
+        rep.busy.clear()
+        rep.loading.clear()
         rep.in_flight = rep.executing = rep.calls = 0
         api.stats.retried += len(cut)
         for req in sorted(cut):
@@ -277,7 +302,7 @@ class DataPlane:
         rep.in_flight += 1
         self.in_flight[a] += 1
         if api.multi:
-            key = api.keys[req[1]]
+            key = api.names[req[1]]
             rep.frequency.record(key)
             waiting = rep.loading.get(key)
             if waiting is not None:  # single flight: wait for the load under way (or blocked)
@@ -351,7 +376,7 @@ class DataPlane:
                 stats.served += 1
                 lat.append(d)
             if api.multi:
-                rep.mem[api.keys[req[1]]][2] -= 1
+                rep.mem[api.names[req[1]]][2] -= 1
         if rep.blocked:
             self._retry_blocked(rep, now_s)
         if rep.draining and rep.in_flight == 0:
@@ -361,7 +386,7 @@ class DataPlane:
 
     # -- model cache -------------------------------------------------------------------------------------
 
-    def _start_load(self, rep: SimReplica, key: bytes, now_s: float, waiters: list[Request]) -> None:
+    def _start_load(self, rep: SimReplica, key: str, now_s: float, waiters: list[Request]) -> None:
         api = rep.api
         freq = rep.frequency
         entries = [eviction.CacheEntry(k, e[0], e[1], e[2] + (1 if e[3] else 0), freq(k)) for k, e in rep.mem.items()]
@@ -379,7 +404,7 @@ class DataPlane:
             return
         for k in decision.evict:
             del rep.mem[k]
-            rep.held.discard(k)
+            rep.held.discard(k.encode())
         rep.mem[key] = [api.size, now_s, len(waiters), True]
         dur = api.load_s
         on_disk = rep.disk.get(key)
@@ -401,12 +426,12 @@ class DataPlane:
         for key in blocked:
             self._start_load(rep, key, now_s, rep.loading.pop(key))
 
-    def _loaded(self, rep: SimReplica, now_s: float, key: bytes) -> None:
+    def _loaded(self, rep: SimReplica, now_s: float, key: str) -> None:
         if rep.dead:
             return
         entry = rep.mem[key]
         entry[1] = now_s
         entry[3] = False
-        rep.held.add(key)
+        rep.held.add(key.encode())
         rep.queue.extend(rep.loading.pop(key))
         self._pump(rep, now_s)

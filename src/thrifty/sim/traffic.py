@@ -58,7 +58,7 @@ def rate_curve(scenario: ScenarioConfig, rng: np.random.Generator) -> npt.NDArra
         starts = np.sort(rng.uniform(0.0, scenario.duration, size=n))
         factor = np.ones(steps, dtype=np.float64)
         for s in starts.tolist():  # a handful per day: a loop over bursts, not arrivals
-            lo, hi = int(s / RATE_STEP_S), int(math.ceil((s + b.duration) / RATE_STEP_S))
+            lo, hi = int(s / RATE_STEP_S), math.ceil((s + b.duration) / RATE_STEP_S)
             factor[lo:hi] = b.factor
         rate *= factor
     return rate
