@@ -119,6 +119,7 @@ class Drain:
     since_s: float
     deadline_s: float | None = None
     to_pool: str | None = None  # return: the spot pool the node's replicas go back to
+    released: bool = False  # release asked for; kept until the node is gone so a lasting notice is not redone
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,29 +270,38 @@ def decide(cfg: SpotConfig, snap: SpotSnapshot, state: SpotState, now_s: float) 
     # 2-4. drains and moves
     unrouted = set(state.unrouted)
     t.leaving = {x.id for d in drains for x in on_node.get(d, [])} | moving
+    newly_released: list[Release] = []
     for d in sorted(drains.values(), key=lambda d: d.node_id):
         node = nodes[d.node_id]
+        if d.released:  # asked before and still listed: ask again (idempotent), quietly
+            t.release.append(Release(node.id, f"{d.kind}: released, waiting for the node to go"))
+            continue
         if node.state in ("ready", "launching"):
             t.cordon.append(node.id)
         leaving = on_node.get(node.id, [])
         _move(t, leaving, node.spec.pool, f"{d.kind} of {node.id}", unrouted, urgent=d.kind != "return")
         release_at = None if d.deadline_s is None else d.deadline_s - cfg.release_margin_s
         if not [x for x in leaving if x.id not in t.stop]:
-            t.release.append(Release(node.id, f"{d.kind}: drained, no replica left"))
+            newly_released.append(Release(node.id, f"{d.kind}: drained, no replica left"))
         elif release_at is not None and now_s >= release_at:
             cut = sum(t.snap.loads[x.id].in_flight for x in leaving if x.id in t.snap.loads)
             t.unroute.extend(x.id for x in leaving if x.id not in unrouted and x.id not in t.unroute)
-            t.release.append(Release(node.id, f"interruption deadline in {d.deadline_s - now_s:g}s (margin "  # type: ignore[operator]
-                                     f"{cfg.release_margin_s:g}s); {cut} requests in flight are cut off and "
-                                     "retried by the gateway"))  # fmt: skip
+            left = release_at + cfg.release_margin_s - now_s
+            newly_released.append(Release(node.id, f"interruption deadline in {left:g}s (margin "
+                                          f"{cfg.release_margin_s:g}s); {cut} requests in flight are cut off and "
+                                          "retried by the gateway"))  # fmt: skip
+    t.release.extend(newly_released)
+    for rel in newly_released:
+        drains[rel.node_id] = replace(drains[rel.node_id], released=True)
     drained_here = {d for d in drains}
     for x in sorted(snap.replicas, key=lambda x: x.id):
         if x.id in moving and x.node_id not in drained_here:
             pool = nodes[x.node_id].spec.pool if x.node_id in nodes else ""
             _move(t, [x], pool, f"move of {x.id} off pool {pool}", unrouted, urgent=False)
     unrouted.update(t.unroute)
-    for rel in t.release:
-        t.events.append(SpotEvent("release", f"release {rel.node_id}: {rel.reason}", rel.node_id))
+    for rel in newly_released:
+        t.events.append(SpotEvent("release", f"release {rel.node_id}: {rel.reason}", rel.node_id,
+                                  nodes[rel.node_id].spec.pool))  # fmt: skip
 
     # 7. launches
     counts = PoolCounts.of(cfg.pools, list(nodes.values()), {k for k, d in drains.items() if d.kind == "interruption"})
@@ -305,9 +315,8 @@ def decide(cfg: SpotConfig, snap: SpotSnapshot, state: SpotState, now_s: float) 
     r["launches"] = rw.reason
 
     live_ids = {x.id for x in snap.replicas}
-    released = {x.node_id for x in t.release}
     new_state = SpotState(
-        drains={k: v for k, v in drains.items() if k not in released},
+        drains=drains,
         moving=frozenset(x for x in moving if x in live_ids and x not in t.stop),
         unrouted=frozenset(x for x in unrouted if x in live_ids and x not in t.stop),
         backoff=backoff,
