@@ -286,8 +286,8 @@ def decide(cfg: SpotConfig, snap: SpotSnapshot, state: SpotState, now_s: float) 
         elif release_at is not None and now_s >= release_at:
             cut = sum(t.snap.loads[x.id].in_flight for x in leaving if x.id in t.snap.loads)
             t.unroute.extend(x.id for x in leaving if x.id not in unrouted and x.id not in t.unroute)
-            left = release_at + cfg.release_margin_s - now_s
-            newly_released.append(Release(node.id, f"interruption deadline in {left:g}s (margin "
+            to_go = release_at + cfg.release_margin_s - now_s
+            newly_released.append(Release(node.id, f"interruption deadline in {to_go:g}s (margin "
                                           f"{cfg.release_margin_s:g}s); {cut} requests in flight are cut off and "
                                           "retried by the gateway"))  # fmt: skip
     t.release.extend(newly_released)
