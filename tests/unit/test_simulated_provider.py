@@ -142,3 +142,14 @@ def test_ray_temp_dir_is_short_enough_for_rays_sockets(tmp_path: Path) -> None:
     chosen.rmdir()
     (short_home / "ray").rmdir()
     short_home.rmdir()
+
+
+async def test_preempt_with_no_notice_is_a_hard_kill_before_it_returns(tmp_path: Path) -> None:
+    clock = Clock()
+    provider = cloud(tmp_path, clock)
+    node = await provider.launch(GPU)
+    notice = await provider.preempt(node.id, notice_s=0)
+    assert notice.deadline_s == notice.issued_s == 1000.0
+    gone = provider.nodes()[0]  # no waiting: the node's processes were ended inside preempt
+    assert gone.state == "terminated" and gone.error is not None and "without notice" in gone.error
+    assert provider.notices() == []

@@ -139,11 +139,16 @@ class SimulatedCloud:
             self._capacity[pool] = launches
 
     async def preempt(self, node_id: str, notice_s: float) -> NodeNotice:
-        """Reclaim the node as a spot market would: a notice now, the node gone ``notice_s`` later."""
+        """Reclaim the node as a spot market would: a notice now, the node gone ``notice_s`` later.
+
+        ``notice_s <= 0`` is a hard kill: every process of the node is ended before this returns (no drain)."""
         node = self._live(node_id)
         now = self._clock()
-        notice = NodeNotice(node_id=node_id, kind="interruption", issued_s=now, deadline_s=now + notice_s)
+        notice = NodeNotice(node_id=node_id, kind="interruption", issued_s=now, deadline_s=now + max(0.0, notice_s))
         self._notices.append(notice)
+        if notice_s <= 0:
+            await self._end(node_id, error="preempted without notice (spot interruption)")
+            return notice
         if node.engine_node_id is not None:
             # Ray stops placing work there, and actors that die with it report that they were preempted.
             await asyncio.to_thread(
