@@ -92,19 +92,19 @@ class PreemptionProcess:
         live = sorted((n for n in nodes if n.state != "terminated" and n.spec.spot and n.id not in self._taken),
                       key=lambda n: n.id)  # fmt: skip
         for node in live:
-            chaos = self._pools.get(node.spec.pool)
-            if chaos is None or node.id in self._taken:
+            pool_chaos = self._pools.get(node.spec.pool)
+            if pool_chaos is None or node.id in self._taken:
                 continue
-            if self._rng.random() >= chance(chaos.interruptions_per_node_hour, dt):
+            if self._rng.random() >= chance(pool_chaos.interruptions_per_node_hour, dt):
                 continue
             self._taken.add(node.id)
-            events.append(Preemption(node.id, node.spec.pool, chaos.notice_s, False))
+            events.append(Preemption(node.id, node.spec.pool, pool_chaos.notice_s, False))
             for other in live:
                 if other.spec.pool != node.spec.pool or other.id in self._taken:
                     continue
-                if self._rng.random() < chaos.correlation:
+                if self._rng.random() < pool_chaos.correlation:
                     self._taken.add(other.id)
-                    events.append(Preemption(other.id, other.spec.pool, chaos.notice_s, True))
+                    events.append(Preemption(other.id, other.spec.pool, pool_chaos.notice_s, True))
         return events
 
 
