@@ -321,6 +321,8 @@ class Operator:
         """Remove uploaded project folders nothing uses any more, once no rollout is in progress."""
         if any(o.api not in self.apis or o.revision != self.apis[o.api].revision for o in observed):
             return  # old replicas may still run from an older folder
+        if self._deploy_lock.locked():
+            return  # a deploy has unpacked a folder that no API names yet
         self._projects_cleaned_s = now
         keep = {Path(rt.spec.project_dir).name for rt in self.apis.values()}
         for folder in self.home.projects_dir.iterdir():
