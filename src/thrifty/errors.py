@@ -53,6 +53,7 @@ ERROR_CODES: tuple[ErrorCode, ...] = (
     ErrorCode("upstream_bad_response", 502, 23, "(internal) A replica's answer was not valid HTTP."),
     ErrorCode("upstream_timeout", 504, 24, "(internal) A replica did not answer in time."),
     ErrorCode("port_in_use", 409, 25, "The port asked for is held by another process; the message names it."),
+    ErrorCode("capacity_unavailable", 503, 26, "A node pool has no capacity now; provisioning tries another pool."),
     # Only ever HTTP answers of the gateway and the replicas (or a replica's status file).
     ErrorCode("bad_request", 400, None, "Malformed HTTP, or a protocol upgrade (not supported)."),
     ErrorCode("headers_too_large", 431, None, "The request line or headers are too large."),
@@ -70,6 +71,7 @@ ERROR_CODES: tuple[ErrorCode, ...] = (
     ErrorCode("no_replica_available", 503, None, "No replica of the API can take the request now; retryable."),
     ErrorCode("cold_start_queue_full", 503, None, "The API is starting from zero and holds its maximum of requests."),
     ErrorCode("cold_start_timeout", 503, None, "No replica became ready within the API's cold-start timeout."),
+    ErrorCode("replica_start_failed", 500, None, "(internal) The Ray actor could not start its replica process."),
     ErrorCode("spec_invalid", 500, None, "(internal) A replica could not read the spec the operator wrote for it."),
     ErrorCode("secret_unreadable", 500, None, "(internal) A replica could not read the platform secret."),
 )
@@ -166,6 +168,12 @@ class OverloadedError(ThriftyError):
 
 class TimeoutExceededError(ThriftyError):
     code = "timeout"
+
+
+class PredictorError(ThriftyError):
+    """The predictor failed a request: it raised, or returned or yielded something unusable (details: log only)."""
+
+    code = "predictor_error"
 
 
 class RequestError(ThriftyError):

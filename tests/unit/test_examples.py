@@ -15,9 +15,13 @@ from typing import Any
 import pytest
 
 from thrifty.config import ApiConfig, load_config
+from thrifty.config.loader import load_cluster
+from thrifty.config.scenario import load_scenario
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"
 EXAMPLES = ("echo", "iris", "embeddings", "translator", "textgen")
+# Not projects: a cluster file with its APIs, and cost-simulator scenarios (each tested below).
+OTHER_EXAMPLES = ("cluster", "scenarios")
 
 
 def apis_of(folder: Path) -> list[ApiConfig]:
@@ -49,7 +53,22 @@ def cosine(a: list[float], b: list[float]) -> float:
 
 
 def test_the_examples_are_all_here() -> None:
-    assert sorted(p.name for p in EXAMPLES_DIR.iterdir() if p.is_dir() and p.name != "__pycache__") == sorted(EXAMPLES)
+    found = sorted(p.name for p in EXAMPLES_DIR.iterdir() if p.is_dir() and p.name != "__pycache__")
+    assert found == sorted(EXAMPLES + OTHER_EXAMPLES)
+
+
+def test_cluster_example_is_valid() -> None:
+    cluster = load_cluster(EXAMPLES_DIR / "cluster" / "cluster.yaml")
+    assert cluster.engine == "ray" and {p.name for p in cluster.node_pools} >= {"cpu", "gpu"}
+    apis = apis_of(EXAMPLES_DIR / "cluster" / "apis")
+    assert apis and all(a.compute.gpu == 0.5 for a in apis)
+    (EXAMPLES_DIR / "cluster" / "README.md").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("name", ["gpu-1000-models", "translation", "single-api", "trace"])
+def test_scenario_example_is_valid(name: str) -> None:
+    scenario = load_scenario(EXAMPLES_DIR / "scenarios" / f"{name}.yaml")
+    assert scenario.apis
 
 
 @pytest.mark.parametrize("name", EXAMPLES)

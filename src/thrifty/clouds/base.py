@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from thrifty.errors import ThriftyError
+from thrifty.errors import NotFoundError, ThriftyError
 from thrifty.policy.cluster_types import NodeSpec
 
 CloudNodeState = Literal["pending", "running", "terminated"]
@@ -61,7 +61,7 @@ class NodeNotice:
 class CapacityError(ThriftyError):
     """The pool has no capacity now (EC2: ``InsufficientInstanceCapacity``); provisioning tries another pool."""
 
-    code = "conflict"
+    code = "capacity_unavailable"
 
     def __init__(self, pool: str, spot: bool, message: str) -> None:
         super().__init__(message, details={"pool": pool, "spot": spot})
@@ -69,8 +69,8 @@ class CapacityError(ThriftyError):
         self.spot = spot
 
 
-class UnknownNodeError(ThriftyError):
-    code = "not_found"
+class UnknownNodeError(NotFoundError):
+    """The provider has no such node (never launched, or already gone)."""
 
 
 class CloudProvider(Protocol):

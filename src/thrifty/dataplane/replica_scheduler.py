@@ -31,15 +31,9 @@ from thrifty.dataplane.deadlines import Deadlines
 from thrifty.dataplane.predictor_loading import LoadedPredictor
 from thrifty.dataplane.replica_streaming import PredictStream
 from thrifty.dataplane.thread_runner import ThreadRunner
-from thrifty.errors import ThriftyError, TimeoutExceededError
+from thrifty.errors import PredictorError, ThriftyError, TimeoutExceededError
 from thrifty.policy.admission import RUN_NOW, AdmissionDecision, AdmissionLimits, admit
 from thrifty.policy.batching import BatchingLimits, decide_flush
-
-
-class PredictorError(ThriftyError):
-    """The predictor failed a request: it raised, or returned something unusable."""
-
-    code = "predictor_error"
 
 
 class PredictorFailedError(PredictorError):

@@ -37,7 +37,7 @@ import orjson
 from thrifty.dataplane.deadlines import Deadlines
 from thrifty.dataplane.http_messages import OCTETS, TEXT, Headers, StreamResponse
 from thrifty.dataplane.thread_runner import ThreadRunner
-from thrifty.errors import ThriftyError, TimeoutExceededError
+from thrifty.errors import PredictorError, ThriftyError, TimeoutExceededError
 
 _log = logging.getLogger("thrifty.replica")
 
@@ -55,20 +55,16 @@ END = _End()
 _SENT = _End()  # StreamBody's first item has gone out
 
 
-class StreamPredictorError(ThriftyError):
+class StreamPredictorError(PredictorError):
     """The generator raised (``cause``: logged with its traceback, never sent) or yielded an unsendable item."""
-
-    code = "predictor_error"
 
     def __init__(self, message: str, cause: BaseException | None = None) -> None:
         super().__init__(message)
         self.cause = cause
 
 
-class StreamCutError(ThriftyError):
+class StreamCutError(PredictorError):
     """Raised to the HTTP core to cut a chunked stream (it aborts the connection)."""
-
-    code = "predictor_error"
 
 
 def is_stream(value: object) -> bool:
