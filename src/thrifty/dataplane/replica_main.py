@@ -44,6 +44,7 @@ from thrifty.dataplane.replica import ReplicaApp
 from thrifty.dataplane.replica_models import ModelServing, model_predictor, open_model_serving
 from thrifty.dataplane.replica_scheduler import PredictScheduler
 from thrifty.dataplane.thread_runner import ThreadRunner
+from thrifty.engines.gpu_limits import apply_gpu_memory_fraction
 
 EXIT_SPEC_INVALID = 2
 EXIT_LOAD_FAILED = 3
@@ -85,6 +86,7 @@ def _load_in_thread(
 
     def work() -> None:
         try:
+            apply_gpu_memory_fraction()  # before the predictor imports torch's allocator; a bad value fails the load
             result: Any = load_predictor(api, project_dir)
             ok = True
         except BaseException as exc:
