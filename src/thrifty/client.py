@@ -220,6 +220,23 @@ class Client:
         """Node launches, joins, releases, losses and consolidations, with their reason records."""
         return list(self._call("GET", "/v1/cluster/events", params={"limit": limit})["events"])
 
+    def cluster_preempt(self, node: str, notice_s: float) -> dict[str, Any]:
+        """Reclaim a node as the spot market would (simulated provider): a notice, the node gone ``notice_s``
+        later (0: a hard kill, no notice)."""
+        return dict(self._call("POST", f"/v1/cluster/nodes/{node}/preempt", json={"notice_s": notice_s}))
+
+    def cluster_rebalance(self, node: str) -> dict[str, Any]:
+        """Post a rebalance recommendation for a node (simulated provider)."""
+        return dict(self._call("POST", f"/v1/cluster/nodes/{node}/rebalance"))
+
+    def cluster_capacity(self, pool: str, launches: int | None) -> dict[str, Any]:
+        """How many more nodes a pool can give (None: unlimited; simulated provider)."""
+        return dict(self._call("POST", f"/v1/cluster/pools/{pool}/capacity", json={"launches": launches}))
+
+    def cluster_chaos(self, settings: dict[str, Any]) -> dict[str, Any]:
+        """Start (or, with no pools, stop) the random spot market on the running platform (simulated provider)."""
+        return dict(self._call("POST", "/v1/cluster/chaos", json=settings))
+
     def read_logs(self, name: str, *, cursor: dict[str, int] | None = None, tail: int = 100) -> dict[str, Any]:
         """One read: {"lines": [{"replica", "line"}], "cursor": ...}; pass the cursor back to get only new lines."""
         params: dict[str, Any] = {"tail": tail}

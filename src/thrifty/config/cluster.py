@@ -29,7 +29,17 @@ DEFAULT_LAUNCH_DELAY_S = 5.0
 
 # Top-level keys only a cluster file has: how `thrifty validate` tells one from a project without --cluster.
 CLUSTER_ONLY_KEYS = frozenset(
-    {"engine", "address", "provider", "launch_delay", "node_idle_timeout", "consolidation", "node_pools", "spot"}
+    {
+        "engine",
+        "address",
+        "provider",
+        "launch_delay",
+        "node_idle_timeout",
+        "consolidation",
+        "node_pools",
+        "spot",
+        "spot_chaos",
+    }
 )
 
 
@@ -178,6 +188,26 @@ class ConsolidationConfig(_Strict):
     )
 
 
+class PoolChaosConfig(_Strict):
+    interruptions_per_node_hour: float = Field(
+        0.0, ge=0, le=3600, description="Each live spot node of the pool is reclaimed at this rate (Poisson)."
+    )
+    notice: Duration = Field(120.0, ge=0, le=3600, description="Notice before a reclaim; 0 = a hard kill.")
+    correlation: float = Field(0.0, ge=0, le=1, description="Chance each other node of the pool is taken along.")
+    outages_per_hour: float = Field(0.0, ge=0, le=3600, description="How often the pool runs out of capacity.")
+    outage: Duration = Field(0.0, ge=0, le=86400, description="How long an outage lasts.")
+
+
+class SpotChaosConfig(_Strict):
+    """A random spot market on a running platform (``thrifty.clouds.preemption``; simulated provider only)."""
+
+    seed: int = Field(0, description="Seed of the market's random choices (the same seed, the same market).")
+    tick: Duration = Field(1.0, gt=0, le=60, description="How often the market is stepped.")
+    pools: dict[str, PoolChaosConfig] = Field(
+        default_factory=dict, description="Per spot pool: interruption rate, notice, correlation, outages."
+    )
+
+
 class SpotMixConfig(_Strict):
     on_demand_base_capacity: int = Field(
         0, ge=0, le=10_000, description="The first nodes of the cluster that are on-demand (AWS Auto Scaling meaning)."
@@ -231,6 +261,9 @@ class ClusterConfig(_Strict):
         default_factory=list, description="Node pools nodes are bought from (provider simulated; not with local)."
     )
     spot: SpotMixConfig = Field(default_factory=SpotMixConfig, description="Spot / on-demand mix and notice handling.")
+    spot_chaos: SpotChaosConfig | None = Field(
+        None, description="Random spot interruptions and capacity outages per pool (provider simulated only)."
+    )
 
     @field_validator("provider")
     @classmethod
@@ -256,6 +289,12 @@ class ClusterConfig(_Strict):
             raise ValueError("address applies to engine: ray only")
         if self.launch_delay is not None and self.provider != ProviderName.SIMULATED:
             raise ValueError("launch_delay applies to provider: simulated only")
+        if self.spot_chaos is not None:
+            if self.provider != ProviderName.SIMULATED:
+                raise ValueError("spot_chaos applies to provider: simulated only")
+            unknown = sorted(set(self.spot_chaos.pools) - {p.name for p in self.node_pools})
+            if unknown:
+                raise ValueError(f"spot_chaos.pools names pools that node_pools does not have: {', '.join(unknown)}")
         if self.provider == ProviderName.SIMULATED and not self.node_pools:
             raise ValueError("provider simulated needs at least one entry in node_pools")
         if self.provider == ProviderName.LOCAL and self.node_pools:

@@ -15,14 +15,17 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import orjson
+from pydantic import ValidationError
 
 from thrifty import __version__
+from thrifty.config.cluster import SpotChaosConfig
 from thrifty.config.schema import API_NAME_RE
 from thrifty.control.cluster import Cluster
 from thrifty.control.cluster_metrics import cost_metrics
 from thrifty.control.logs import read_logs
 from thrifty.control.nodes import NODE_EVENT_KINDS
 from thrifty.control.operator import Operator
+from thrifty.control.spot_step import SPOT_EVENT_KINDS
 from thrifty.errors import AuthError, NotFoundError, RequestError, ThriftyError
 
 log = logging.getLogger("thrifty.admin")
@@ -70,6 +73,10 @@ class AdminApi:
             ("GET", re.compile(r"^/v1/events$"), self._all_events),
             ("GET", re.compile(r"^/v1/cluster$"), self._cluster),
             ("GET", re.compile(r"^/v1/cluster/events$"), self._cluster_events),
+            ("POST", re.compile(r"^/v1/cluster/nodes/(?P<node>[^/]+)/preempt$"), self._preempt),
+            ("POST", re.compile(r"^/v1/cluster/nodes/(?P<node>[^/]+)/rebalance$"), self._rebalance),
+            ("POST", re.compile(r"^/v1/cluster/pools/(?P<pool>[^/]+)/capacity$"), self._capacity),
+            ("POST", re.compile(r"^/v1/cluster/chaos$"), self._chaos),
             ("GET", re.compile(r"^/metrics$"), self._metrics),
         ]
 
@@ -185,7 +192,40 @@ class AdminApi:
     async def _cluster_events(self, m: re.Match[str], q: dict[str, list[str]], body: bytes) -> Any:
         self._cluster_of()
         limit = _int_param(q, "limit", 50)
-        return {"events": [e.to_dict() for e in self._op.store.cluster_events(NODE_EVENT_KINDS, limit)]}
+        kinds = NODE_EVENT_KINDS + SPOT_EVENT_KINDS
+        return {"events": [e.to_dict() for e in self._op.store.cluster_events(kinds, limit)]}
+
+    def _body(self, body: bytes) -> dict[str, Any]:
+        try:
+            doc = orjson.loads(body) if body else {}
+        except orjson.JSONDecodeError as exc:
+            raise RequestError(f"the body is not JSON: {exc}") from None
+        if not isinstance(doc, dict):
+            raise RequestError("the body must be a JSON object")
+        return doc
+
+    async def _preempt(self, m: re.Match[str], q: dict[str, list[str]], body: bytes) -> Any:
+        notice = self._body(body).get("notice_s", 120.0)
+        if not isinstance(notice, (int, float)) or isinstance(notice, bool) or not 0 <= notice <= 3600:
+            raise RequestError(f"notice_s must be a number of seconds from 0 to 3600, got {notice!r}")
+        return await self._cluster_of().preempt(m["node"], float(notice))
+
+    async def _rebalance(self, m: re.Match[str], q: dict[str, list[str]], body: bytes) -> Any:
+        return self._cluster_of().rebalance(m["node"])
+
+    async def _capacity(self, m: re.Match[str], q: dict[str, list[str]], body: bytes) -> Any:
+        launches = self._body(body).get("launches")
+        if launches is not None and (not isinstance(launches, int) or isinstance(launches, bool) or launches < 0):
+            raise RequestError(f"launches must be a whole number >= 0 or null (unlimited), got {launches!r}")
+        return self._cluster_of().set_capacity(m["pool"], launches)
+
+    async def _chaos(self, m: re.Match[str], q: dict[str, list[str]], body: bytes) -> Any:
+        doc = self._body(body)
+        try:
+            chaos = SpotChaosConfig.model_validate(doc)
+        except ValidationError as exc:
+            raise RequestError(f"bad chaos settings: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}") from None
+        return self._cluster_of().start_chaos(chaos)
 
     async def _metrics(self, m: re.Match[str], q: dict[str, list[str]], body: bytes) -> Any:
         op = self._op

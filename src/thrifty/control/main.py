@@ -171,6 +171,8 @@ async def serve(home: Home, host: str, port: int, cluster_file: Path | None = No
     server = HttpServer(_AdminApp(admin), host="127.0.0.1", port=0)
     await server.start()
     await operator.start()
+    if setup is not None and cluster_config is not None and cluster_config.spot_chaos is not None:
+        setup.cluster.start_chaos(cluster_config.spot_chaos)  # the cluster file's random spot market
     _write_operator_file(home, server.port, gateway)
     log.info("operator ready: admin 127.0.0.1:%d, gateway %s", server.port, gateway.url)
     try:

@@ -53,6 +53,7 @@ from thrifty.control.traffic import TrafficHistory
 from thrifty.engines.base import Engine, NodePlacement, PlacingEngine, ReplicaLaunch, ReplicaObservation
 from thrifty.errors import ConfigError, NotFoundError
 from thrifty.policy.placement import request_of
+from thrifty.policy.spot import ReplicaLoad
 from thrifty.project_archive import combine_digests, unpack
 from thrifty.spec import ApiSpec
 
@@ -283,7 +284,12 @@ class Operator:
         for obs in observed:
             if obs.state == "exited":
                 self.engine.forget(obs.replica_id)
-                self.deployments.on_exit(obs, now)
+                if self.cluster is not None and self.cluster.lost_with_node(obs.replica_id):
+                    # Its node was given back or reclaimed: not a crash, no restart backoff.
+                    self.store.add_event(obs.api, "replica_lost", f"{obs.replica_id}: its node went away",
+                                         self.clock(), {"node": self.cluster.node_of(obs.replica_id)})  # fmt: skip
+                else:
+                    self.deployments.on_exit(obs, now)
                 if self.cluster is not None:
                     self.cluster.forget(obs.replica_id)
         observed = [o for o in observed if o.state != "exited"]
@@ -300,7 +306,8 @@ class Operator:
             stops = [rid for rid in plan.stops if not cluster.drop(rid)]  # a pending one just goes
             for launch in plan.starts:
                 cluster.queue(launch, request_of(self.apis[launch.api].spec.config.compute), now)
-            tick = await cluster.update(now, observed, self.deployments.replacement, self._request_totals())
+            tick = await cluster.update(now, observed, self.deployments.replacement, self._request_totals(),
+                                        self._loads(observed))  # fmt: skip
             stops.extend(rid for rid in tick.stops if rid not in stops)
             starts = [(o.launch, o.placement, o.node_id) for o in tick.starts]
 
@@ -309,9 +316,27 @@ class Operator:
         if now - self._projects_cleaned_s > PROJECT_GC_INTERVAL_S:
             self._clean_projects(observed, now)
         self.splitters.update(now, self.traffic)  # canaries: weights for this tick's table
-        if not await self.routes.update(now, self.routes_table(observed, set(stops))):
+        draining = set(stops) | (cluster.draining() if cluster is not None else set())
+        if not await self.routes.update(now, self.routes_table(observed, draining)):
             stops = []  # the gateway does not know they drain: stopping them now would cut requests off
         await self.actions.update([(rid, self._grace_s(rid)) for rid in stops], starts)
+
+    def _loads(self, observed: list[ReplicaObservation]) -> dict[str, ReplicaLoad]:
+        """Each replica as the data plane sees it (the spot step's room check): ready, in flight (the gateway's
+        last sample), and the requests it runs at once (max_concurrency x max_batch_size)."""
+        out: dict[str, ReplicaLoad] = {}
+        per_api: dict[str, dict[str, Any]] = {}
+        for o in observed:
+            rt = self.apis.get(o.api)
+            if rt is None:
+                continue
+            if o.api not in per_api:
+                per_api[o.api] = self.traffic.summary(o.api).get("replicas", {}) or {}
+            serving = rt.spec.config.serving
+            batch = serving.batching.max_batch_size if serving.batching is not None else 1
+            in_flight = int((per_api[o.api].get(o.replica_id) or {}).get("in_flight", 0))
+            out[o.replica_id] = ReplicaLoad(o.state == "ready", in_flight, max(1, serving.max_concurrency * batch))
+        return out
 
     def _request_totals(self) -> dict[str, int]:
         """Each API's requests counted by the gateway so far (for $ per million requests)."""

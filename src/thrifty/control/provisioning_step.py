@@ -20,8 +20,15 @@ class ProvisioningStep:
         self.state = ProvisioningState()
         self.last_reason: dict[str, Any] = {}
 
-    def update(self, now: float, nodes: Sequence[NodeView], replicas: Sequence[ClusterReplica]) -> ProvisioningDecision:
-        decision = decide(self.config, nodes, replicas, self.state, now)
+    def update(
+        self,
+        now: float,
+        nodes: Sequence[NodeView],
+        replicas: Sequence[ClusterReplica],
+        excluded_pools: frozenset[str] = frozenset(),
+    ) -> ProvisioningDecision:
+        """``excluded_pools``: pools out of spot capacity (the spot step's backoff), not bought from now."""
+        decision = decide(self.config, nodes, replicas, self.state, now, excluded_pools)
         self.state = decision.state
         self.last_reason = decision.reason
         return decision

@@ -60,6 +60,10 @@ CREATE TABLE IF NOT EXISTS nodes (
     engine_node_id TEXT,
     reason TEXT NOT NULL DEFAULT ''
 );
+CREATE TABLE IF NOT EXISTS spot_replacing (
+    new_id TEXT PRIMARY KEY,
+    old_id TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS processes (
     id TEXT PRIMARY KEY,
     kind TEXT NOT NULL,
@@ -279,6 +283,17 @@ class Store:
             NodeRecord(str(i), str(p), str(t), bool(s), float(pr), str(st), float(la), ra, e, str(r))
             for i, p, t, s, pr, st, la, ra, e, r in rows
         ]
+
+    # spot replacements in progress (new replica id -> the replica it replaces), for a restarted operator --
+    def put_spot_replacing(self, new_id: str, old_id: str) -> None:
+        self._db.execute("INSERT OR REPLACE INTO spot_replacing (new_id, old_id) VALUES (?, ?)", (new_id, old_id))
+
+    def delete_spot_replacing(self, new_id: str) -> None:
+        self._db.execute("DELETE FROM spot_replacing WHERE new_id = ?", (new_id,))
+
+    def spot_replacing(self) -> dict[str, str]:
+        rows = self._db.execute("SELECT new_id, old_id FROM spot_replacing ORDER BY new_id").fetchall()
+        return {str(n): str(o) for n, o in rows}
 
     # processes the operator started (for adoption or clean-up after a crash) ----------------------------
     def put_process(self, record: ProcessRecord) -> None:
