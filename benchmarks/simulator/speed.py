@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from thrifty.config.scenario import load_scenario, trace_path
-from thrifty.sim.control import PolicyControlPlane
+from thrifty.sim.control import OperatorControlPlane
 from thrifty.sim.run import Simulation
 from thrifty.sim.traffic import arrivals_for
 
@@ -29,7 +29,7 @@ def main() -> None:
     t0 = time.perf_counter()
     arrivals = arrivals_for(sc, trace_path(args.scenario, sc))
     t1 = time.perf_counter()
-    Simulation(sc, arrivals, PolicyControlPlane(sc), "thrifty").run()
+    Simulation(sc, arrivals, OperatorControlPlane(sc), "thrifty").run()
     t2 = time.perf_counter()
     print(f"scenario {sc.name}: {args.hours:g} simulated hours, {len(arrivals)} requests")
     print(f"traffic generated in {t1 - t0:.1f}s; simulated in {t2 - t1:.1f}s "

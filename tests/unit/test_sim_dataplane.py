@@ -8,7 +8,7 @@ import pytest
 
 from thrifty.config.scenario import ScenarioConfig, parse_scenario_text
 from thrifty.policy import eviction
-from thrifty.sim.control import PolicyControlPlane
+from thrifty.sim.control import OperatorControlPlane
 from thrifty.sim.dataplane import ApiModel, DataPlane, SimReplica
 from thrifty.sim.report import summarize
 from thrifty.sim.run import Simulation
@@ -76,7 +76,7 @@ def test_same_seed_same_result() -> None:
     sc = scenario()
     rows = []
     for _ in range(2):
-        run = Simulation(sc, generate(sc), PolicyControlPlane(sc), "thrifty").run()
+        run = Simulation(sc, generate(sc), OperatorControlPlane(sc), "thrifty").run()
         row = summarize(sc, run)
         rows.append((row, list(run.apis[0].stats.latencies_s)))
     assert rows[0] == rows[1]
@@ -103,7 +103,7 @@ slo: {latency: 2s}
 
 def hit_ratio() -> Any:
     sc = scenario(MULTI)
-    return summarize(sc, Simulation(sc, generate(sc), PolicyControlPlane(sc), "thrifty").run())["cache_hit_ratio"]
+    return summarize(sc, Simulation(sc, generate(sc), OperatorControlPlane(sc), "thrifty").run())["cache_hit_ratio"]
 
 
 def test_eviction_goes_through_the_real_policy(monkeypatch: pytest.MonkeyPatch) -> None:

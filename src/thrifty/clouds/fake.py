@@ -19,6 +19,7 @@ from thrifty.policy.cluster_types import NodeSpec
 @dataclass
 class _FakeNode:
     node: CloudNode
+    launch_delay_s: float = 0.0  # the provider's delay when it was launched
     reclaim_at_s: float | None = None
 
 
@@ -41,7 +42,7 @@ class FakeCloud:
             self._capacity[spec.pool] = left - 1
         node_id = f"{spec.pool}-{next(self._seq)}"
         node = CloudNode(id=node_id, spec=spec, state="pending", launched_s=self._clock())
-        self._nodes[node_id] = _FakeNode(node)
+        self._nodes[node_id] = _FakeNode(node, self.launch_delay_s)
         self.launched.append(node_id)
         return node
 
@@ -98,8 +99,8 @@ class FakeCloud:
     def _advance(self, fake: _FakeNode) -> None:
         now = self._clock()
         node = fake.node
-        if node.state == "pending" and now >= node.launched_s + self.launch_delay_s:
-            ready = node.launched_s + self.launch_delay_s
+        if node.state == "pending" and now >= node.launched_s + fake.launch_delay_s:
+            ready = node.launched_s + fake.launch_delay_s
             fake.node = node = replace(node, state="running", ready_s=ready, engine_node_id=f"fake-{node.id}")
         if node.state != "terminated" and fake.reclaim_at_s is not None and now >= fake.reclaim_at_s:
             fake.node = replace(node, state="terminated", error="preempted (spot interruption)")

@@ -175,6 +175,9 @@ class ScenarioConfig(_Strict):
     control_interval: Duration = Field(
         1.0, gt=0, le=60, description="Virtual time between two control-plane ticks (the in-flight sample period)."
     )
+    warm_start: bool = Field(
+        False, description="Start with the initial replicas and their nodes already up (no cold start at time 0)."
+    )
     cluster: ClusterConfig = Field(..., description="The cluster file's schema (provider simulated, node pools).")
     apis: list[ApiConfig] = Field(..., min_length=1, description="The APIs, in thrifty.yaml's format.")
     service: dict[str, ServiceConfig] = Field(..., description="How each API behaves on a replica (API name ->).")

@@ -15,6 +15,7 @@ class _FakeReplica:
     launch: ReplicaLaunch
     started_s: float
     port: int
+    ready_after_s: float = 0.0
     stop_at_s: float | None = None
     exit_code: int | None = None
     error: dict[str, Any] | None = None
@@ -24,6 +25,7 @@ class FakeEngine:
     def __init__(self, clock: Callable[[], float], *, ready_after_s: float = 1.0, stop_after_s: float = 0.0) -> None:
         self._clock = clock
         self.ready_after_s = ready_after_s
+        self.ready_after_by_api: dict[str, float] = {}  # per-API cold starts (the cost simulator), taken at start
         self.stop_after_s = stop_after_s
         self._replicas: dict[str, _FakeReplica] = {}
         self._next_port = 20000
@@ -36,7 +38,8 @@ class FakeEngine:
         self, launch: ReplicaLaunch, placement: NodePlacement | None = None
     ) -> ProcessIdentity | None:
         self._next_port += 1
-        rep = _FakeReplica(launch, self._clock(), self._next_port)
+        ready_after = self.ready_after_by_api.get(launch.api, self.ready_after_s)
+        rep = _FakeReplica(launch, self._clock(), self._next_port, ready_after)
         if self.fail_next_start is not None:
             rep.exit_code, rep.error = 3, self.fail_next_start
         self._replicas[launch.replica_id] = rep
@@ -74,7 +77,7 @@ class FakeEngine:
                 out.append(replace(base, state="exited", exit_code=rep.exit_code, error=rep.error))
             elif rep.stop_at_s is not None:
                 out.append(replace(base, state="stopping"))
-            elif now - rep.started_s >= self.ready_after_s:
+            elif now - rep.started_s >= rep.ready_after_s:
                 out.append(replace(base, state="ready"))
             else:
                 out.append(base)

@@ -13,7 +13,7 @@ from typing import Any
 
 from thrifty.config.scenario import ScenarioConfig, load_scenario, trace_path
 from thrifty.errors import ThriftyError
-from thrifty.sim.control import ControlPlane, PolicyControlPlane
+from thrifty.sim.control import ControlPlane, OperatorControlPlane
 from thrifty.sim.report import write_report
 from thrifty.sim.run import RunResult, Simulation
 from thrifty.sim.traffic import arrivals_for
@@ -24,9 +24,11 @@ STRATEGIES = ("thrifty", "static-peak")
 def control_for(strategy: str, scenario: ScenarioConfig) -> ControlPlane:
     """``thrifty``: the autoscaler as configured; ``static-peak``: every API at its max_replicas all day."""
     if strategy == "thrifty":
-        return PolicyControlPlane(scenario)
+        return OperatorControlPlane(scenario)
     if strategy == "static-peak":
-        return PolicyControlPlane(scenario, {a.name: a.autoscaling.max_replicas for a in scenario.apis})
+        peak = [a.model_copy(update={"autoscaling": a.autoscaling.model_copy(update={
+            "min_replicas": a.autoscaling.max_replicas})}) for a in scenario.apis]  # fmt: skip
+        return OperatorControlPlane(scenario.model_copy(update={"apis": peak}))
     raise ThriftyError(f"unknown strategy {strategy!r}; known: {', '.join(STRATEGIES)}", details={})
 
 

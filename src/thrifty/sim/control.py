@@ -1,24 +1,47 @@
 """The seam between the simulator and the control plane: what a control tick sees and what it asks for.
 
 ``ControlPlane.tick(now, observation) -> Actions`` is called once per ``control_interval`` of virtual time.
-The simulated world (engine, cloud, gateway: ``thrifty.sim.run``) builds the observation and carries out
-the actions. The operator's own reconcile steps, driven with the virtual clock and simulated engine,
-gateway and cloud, are meant to sit behind this seam; until then :class:`PolicyControlPlane` calls the
-same pure policies the operator's steps call (``policy.autoscaling.decide``, ``policy.placement.place``,
-``policy.provisioning.decide``) so the simulator runs end to end. It holds no decision of its own beyond
-bookkeeping (which replica ids exist, which to stop first) and the spot-notice drain, for which no pure
-policy exists yet.
+The simulated world (``thrifty.sim.run``: nodes, replicas, the data plane) builds the observation and
+carries out the actions.
+
+:class:`OperatorControlPlane` is the only control plane: it builds the real :class:`~thrifty.control
+.operator.Operator` with its cluster steps on the virtual clock, with the in-package fakes as its world
+(``FakeEngine``, ``FakeGateway``, ``FakeCloud``), deploys the scenario's APIs through ``Operator.deploy``,
+and at each tick feeds the fakes from the observation (in-flight counts as the gateway's stats, replicas
+the simulated world lost as engine exits, spot notices as the cloud's preemptions), runs the operator's
+own autoscaler tick and ``reconcile_once(now)``, and turns what the fakes recorded (replicas started and
+stopped, nodes launched and terminated, nodes cordoned) into :class:`Actions`. Autoscaling, rollout,
+placement, provisioning, consolidation and (once the operator wires it) spot handling are therefore the
+production code paths; nothing here decides anything.
 """
 
 from __future__ import annotations
 
-from collections import deque
+import asyncio
+import shutil
+import tempfile
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from typing import Protocol
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
 
+import yaml
+
+from thrifty.clouds.fake import FakeCloud
 from thrifty.config.scenario import ScenarioConfig
-from thrifty.policy import autoscaling, placement, provisioning
+from thrifty.control.cluster import Cluster
+from thrifty.control.fake_gateway import FakeGateway
+from thrifty.control.home import Home
+from thrifty.control.operator import Operator
+from thrifty.control.store import Store
+from thrifty.engines.fake import FakeEngine
+from thrifty.policy import placement
 from thrifty.policy.cluster_types import ClusterReplica, NodeView
+from thrifty.project_archive import pack
+
+T = TypeVar("T")
+
+PREDICTOR = "class Predictor:\n    def predict(self, payload):\n        return None\n"
 
 
 @dataclass(frozen=True)
@@ -28,7 +51,8 @@ class Observation:
     in_flight: dict[str, float]  # queued + executing + held at the gateway, per API, at this tick
     nodes: tuple[NodeView, ...]
     replicas: tuple[ClusterReplica, ...]  # started replicas with their nodes (draining ones excluded)
-    noticed: tuple[str, ...] = ()  # nodes that got a spot interruption notice since the last tick
+    noticed: tuple[tuple[str, float], ...] = ()  # (node, notice seconds): spot notices since the last tick
+    warm: bool = False  # warm start: launches and cold starts take no time at this tick
 
 
 @dataclass
@@ -37,7 +61,7 @@ class Actions:
 
     start: list[placement.Assignment] = field(default_factory=list)
     stop: list[str] = field(default_factory=list)  # replica ids: drain, then stop
-    launch: list[tuple[str, int]] = field(default_factory=list)  # (pool, count)
+    launch: list[tuple[str, str]] = field(default_factory=list)  # (pool, node id)
     release: list[str] = field(default_factory=list)  # node ids
     cordon: list[str] = field(default_factory=list)
     uncordon: list[str] = field(default_factory=list)
@@ -48,85 +72,108 @@ class ControlPlane(Protocol):
     def tick(self, now_s: float, observation: Observation) -> Actions: ...
 
 
-class PolicyControlPlane:
-    """The pure policies, called directly: a stand-in for the operator's reconcile steps.
+class VirtualClock:
+    def __init__(self) -> None:
+        self.now = 0.0
 
-    ``fixed_replicas`` (API -> count) skips the autoscaler for those APIs: static provisioning baselines.
-    """
+    def __call__(self) -> float:
+        return self.now
 
-    def __init__(self, scenario: ScenarioConfig, fixed_replicas: dict[str, int] | None = None) -> None:
+
+def drive(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine that never suspends (the fakes do no I/O) without an event loop: one send."""
+    try:
+        coro.send(None)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+    coro.close()
+    raise RuntimeError("an operator step waited on real I/O inside the simulator")
+
+
+class OperatorControlPlane:
+    """The operator's own reconcile steps on the virtual clock (see the module docstring)."""
+
+    def __init__(self, scenario: ScenarioConfig, workdir: Path | None = None) -> None:
         self.scenario = scenario
-        self.fixed = dict(fixed_replicas or {})
-        self.prov_cfg = provisioning.ProvisioningConfig.from_cluster(scenario.cluster)
-        self.prov_state = provisioning.ProvisioningState()
-        self.requests = {a.name: placement.request_of(a.compute) for a in scenario.apis}
-        self.states = {a.name: autoscaling.AutoscalerState() for a in scenario.apis}
-        keep = {a.name: max(a.autoscaling.window, a.autoscaling.panic_window) for a in scenario.apis}
-        self.keep_s = keep
-        self.samples: dict[str, deque[tuple[float, float]]] = {a.name: deque() for a in scenario.apis}
-        self.pending: dict[str, list[ClusterReplica]] = {a.name: [] for a in scenario.apis}
-        self.count = {a.name: 0 for a in scenario.apis}
-        self.last_desired = {a.name: self.fixed.get(a.name, a.autoscaling.initial_replicas) for a in scenario.apis}
+        self._tmp = workdir is None
+        self.workdir = Path(tempfile.mkdtemp(prefix="thrifty-sim-")) if workdir is None else workdir
+        self.clock = VirtualClock()
+        home = Home(self.workdir / "home")
+        home.ensure()
+        self.store = Store(Path(":memory:"))
+        self.engine = FakeEngine(self.clock, ready_after_s=0.0)
+        self.engine.ready_after_by_api = {n: float(s.cold_start) for n, s in scenario.service.items()}
+        self.gateway = FakeGateway()
+        self.launch_delay_s = scenario.cluster.launch_delay_s
+        self.cloud = FakeCloud(self.clock, launch_delay_s=self.launch_delay_s)
+        self.cluster = Cluster(scenario.cluster, self.cloud, self.store, self.clock)
+        self.op = Operator(home, self.store, self.engine, self.gateway, clock=self.clock, mono=self.clock,
+                           cluster=self.cluster, placing=self.engine)  # fmt: skip
+        self._started = 0
+        self._stopped = 0
+        self._launched = 0
+        self._terminated = 0
+        self._states: dict[str, str] = {}
+        self._deploy()
 
-    def _new(self, api: str) -> ClusterReplica:
-        self.count[api] += 1
-        return ClusterReplica(id=f"{api}-{self.count[api]}", api=api, request=self.requests[api])
+    def _deploy(self) -> None:
+        project = self.workdir / "project"
+        project.mkdir(parents=True, exist_ok=True)
+        apis = [a.model_dump(mode="json", by_alias=True, exclude_defaults=True) for a in self.scenario.apis]
+        for a in self.scenario.apis:
+            (project / a.predictor.path).parent.mkdir(parents=True, exist_ok=True)
+            (project / a.predictor.path).write_text(PREDICTOR, encoding="utf-8")
+        (project / "thrifty.yaml").write_text(yaml.safe_dump({"apis": apis}, sort_keys=False), encoding="utf-8")
+        asyncio.run(self.op.deploy(pack(project)))
+
+    def close(self) -> None:
+        self.store.close()
+        if self._tmp:
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
     def tick(self, now_s: float, obs: Observation) -> Actions:
-        act = Actions()
-        started: dict[str, list[ClusterReplica]] = {a: [] for a in self.pending}
-        for r in obs.replicas:
-            started[r.api].append(r)
-        # Spot notice (drain): replace first, then stop; the data plane lets in-flight work finish.
-        noticed = set(obs.noticed)
-        for api, reps in started.items():
-            for r in [r for r in reps if r.node_id in noticed]:
-                reps.remove(r)
-                act.stop.append(r.id)
-                self.pending[api].append(self._new(api))
-        for a in self.scenario.apis:
-            name = a.name
-            samples = self.samples[name]
-            samples.append((now_s, obs.in_flight.get(name, 0.0)))
-            while samples and samples[0][0] <= now_s - self.keep_s[name]:
-                samples.popleft()
-            current = len(started[name]) + len(self.pending[name])
-            if name in self.fixed:
-                desired = self.fixed[name]
-            else:
-                d = autoscaling.decide(a.autoscaling, a.target_in_flight, samples, current, self.states[name], now_s)
-                self.states[name] = d.state
-                desired = d.desired
-            act.desired[name] = desired
-            while current < desired:
-                self.pending[name].append(self._new(name))
-                current += 1
-            while current > desired and self.pending[name]:
-                self.pending[name].pop()
-                current -= 1
-            while current > desired:  # newest first: the least likely to hold warm caches
-                victim = started[name].pop()
-                act.stop.append(victim.id)
-                current -= 1
-        everyone = [r for reps in started.values() for r in reps]
-        waiting = [r for reps in self.pending.values() for r in reps]
-        if waiting:
-            placed = placement.place(obs.nodes, everyone + waiting)
-            act.start.extend(placed.assignments)
-            done = {x.replica_id for x in placed.assignments}
-            for api in self.pending:
-                self.pending[api] = [r for r in self.pending[api] if r.id not in done]
-            for x in placed.assignments:
-                everyone.append(ClusterReplica(x.replica_id, x.api, self.requests[x.api], x.node_id, x.gpu_indices))
-        left = [r for reps in self.pending.values() for r in reps]
-        prov = provisioning.decide(self.prov_cfg, obs.nodes, everyone + left, self.prov_state, now_s)
-        self.prov_state = prov.state
-        act.launch.extend((x.pool, x.count) for x in prov.launch)
-        act.release.extend(x.node_id for x in prov.release)
-        act.cordon.extend(prov.cordon)
-        act.uncordon.extend(prov.uncordon)
-        for mv in prov.moves:  # consolidation: the replacement starts now, the old replica drains
-            new = self._new(mv.api)
-            act.start.append(placement.Assignment(new.id, mv.api, mv.to_node, mv.gpu_indices))
-            act.stop.append(mv.replica_id)
+        self.clock.now = now_s
+        self.engine.ready_after_by_api = (
+            dict.fromkeys(self.engine.ready_after_by_api, 0.0) if obs.warm
+            else {n: float(s.cold_start) for n, s in self.scenario.service.items()}
+        )  # fmt: skip
+        self.cloud.launch_delay_s = 0.0 if obs.warm else self.launch_delay_s
+        # The world -> the fakes: the gateway's in-flight counts, replicas lost with their node, spot notices.
+        alive = {r.id for r in obs.replicas}
+        for o in self.engine.observe():
+            if o.state in ("starting", "ready") and o.replica_id not in alive:
+                self.engine.crash(o.replica_id, 137, {"message": "the replica's node went away"})
+        for node_id, notice_s in obs.noticed:
+            drive(self.cloud.preempt(node_id, notice_s))
+        stats = {"apis": {name: {"in_flight": value} for name, value in obs.in_flight.items()}}
+        self.gateway.next_stats = stats
+        self.op.autoscale(stats, self.gateway.generation)
+        drive(self.op.reconcile_once(now_s))
+        return self._recorded()
+
+    def _recorded(self) -> Actions:
+        """What the operator asked the fakes for since the last tick, as actions on the simulated world."""
+        act = Actions(desired={name: rt.desired for name, rt in self.op.apis.items()})
+        for launch in self.engine.started[self._started :]:
+            rep = self.cluster.placed.get(launch.replica_id)
+            if rep is not None and rep.node_id is not None:
+                act.start.append(placement.Assignment(launch.replica_id, launch.api, rep.node_id, rep.gpu_indices))
+        self._started = len(self.engine.started)
+        act.stop.extend(self.engine.stopped[self._stopped :])
+        self._stopped = len(self.engine.stopped)
+        nodes = {n.id: n for n in self.cloud.nodes()}
+        act.launch.extend((nodes[n].spec.pool, n) for n in self.cloud.launched[self._launched :])
+        self._launched = len(self.cloud.launched)
+        act.release.extend(self.cloud.terminated[self._terminated :])
+        self._terminated = len(self.cloud.terminated)
+        for node_id, tracked in self.cluster.nodes.nodes.items():
+            before = self._states.get(node_id)
+            if tracked.state != before:
+                if tracked.state == "cordoned":
+                    act.cordon.append(node_id)
+                elif before == "cordoned" and tracked.state == "ready":
+                    act.uncordon.append(node_id)
+                self._states[node_id] = tracked.state
+        for node_id in [n for n in self._states if n not in self.cluster.nodes.nodes]:
+            del self._states[node_id]
         return act

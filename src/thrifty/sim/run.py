@@ -19,11 +19,12 @@ import numpy as np
 from thrifty.config.scenario import ScenarioConfig
 from thrifty.policy.cluster_types import ClusterReplica, NodeSpec, NodeState, NodeView, ReplicaRequest
 from thrifty.policy.placement import request_of
-from thrifty.sim.control import ControlPlane, Observation
+from thrifty.sim.control import Actions, ControlPlane, Observation
 from thrifty.sim.dataplane import ApiModel, DataPlane, SimReplica
 from thrifty.sim.traffic import Arrivals
 
 TIMELINE_STEP_S = 60.0
+WARM_START_PASSES = 6
 
 
 @dataclass
@@ -67,18 +68,18 @@ class Simulation:
         self.replicas: dict[str, SimReplica] = {}
         self.starting: list[tuple[float, SimReplica]] = []
         self.rng = random.Random(scenario.seed + 1)
-        self.noticed: list[str] = []
+        self.noticed: list[tuple[str, float]] = []
         self.result = RunResult(strategy, scenario.duration, self.apis,
                                 node_seconds={p: 0.0 for p in self.pools}, dollars={p: 0.0 for p in self.pools},
                                 replica_seconds={a.name: 0.0 for a in self.apis})  # fmt: skip
 
     # -- the simulated cloud -----------------------------------------------------------------------------
 
-    def _launch(self, pool: str, now_s: float) -> None:
+    def _launch(self, pool: str, node_id: str, now_s: float, warm: bool) -> None:
         self.node_count += 1
-        node_id = f"{pool}-{self.node_count}"
-        delay = self.sc.cluster.launch_delay_s
-        self.nodes[node_id] = SimNode(node_id, self.pools[pool].spec, "launching", now_s, now_s, now_s + delay)
+        delay = 0.0 if warm else self.sc.cluster.launch_delay_s
+        state: NodeState = "ready" if warm else "launching"
+        self.nodes[node_id] = SimNode(node_id, self.pools[pool].spec, state, now_s, now_s, now_s + delay)
 
     def _end_node(self, node_id: str, now_s: float) -> None:
         node = self.nodes.pop(node_id, None)
@@ -102,7 +103,7 @@ class Simulation:
                     for n in hit:
                         n.ends_at_s = now_s + proc.notice
                         self.result.interruptions += 1
-                        self.noticed.append(n.id)
+                        self.noticed.append((n.id, float(proc.notice)))
 
     # -- the simulated engine ----------------------------------------------------------------------------
 
@@ -110,13 +111,13 @@ class Simulation:
         if self.replicas.pop(rep.id, None) is not None:
             self.result.replica_seconds[rep.api.name] += now_s - rep.started_s
 
-    def _observe(self, now_s: float) -> Observation:
+    def _observe(self, now_s: float, warm: bool = False) -> Observation:
         views = tuple(NodeView(n.id, n.spec, n.state, n.since_s) for n in self.nodes.values())
         reps = tuple(ClusterReplica(r.id, r.api.name, self.control_request(r), r.node_id)
                      for r in self.replicas.values() if not r.draining)  # fmt: skip
         in_flight = {a.name: float(self.dp.in_flight[a.index]) for a in self.apis}
         noticed, self.noticed = tuple(self.noticed), []
-        return Observation(in_flight, views, reps, noticed)
+        return Observation(in_flight, views, reps, noticed, warm)
 
     def control_request(self, rep: SimReplica) -> ReplicaRequest:
         return request_of(rep.api.config.compute)
@@ -149,8 +150,11 @@ class Simulation:
                     still.append((due, rep))
             self.starting = still
             self.dp.expire_held(now)
-            act = self.control.tick(now, self._observe(now))
-            self._apply(act, now)
+            if k == 0 and sc.warm_start:
+                act = self._warm_start(now)
+            else:
+                act = self.control.tick(now, self._observe(now))
+                self._apply(act, now)
             if now >= next_line:
                 self._timeline(now, act.desired)
                 next_line += TIMELINE_STEP_S
@@ -160,6 +164,9 @@ class Simulation:
             self.dp.advance(arr.times_s[lo:hi].tolist(), arr.api[lo:hi].tolist(), arr.model[lo:hi].tolist(),
                             zs[lo:hi].tolist(), now + dt)  # fmt: skip
         end = ticks * dt
+        close = getattr(self.control, "close", None)
+        if close is not None:
+            close()
         for rep in list(self.replicas.values()):
             self._replica_gone(rep, end)
         for node_id in list(self.nodes):
@@ -168,7 +175,18 @@ class Simulation:
             api.stats.timed_out += self.dp.in_flight[api.index]
         return self.result
 
-    def _apply(self, act: Any, now_s: float) -> None:
+    def _warm_start(self, now_s: float) -> Actions:
+        """Warm start: control ticks at time 0 with no launch delay and no cold start, until nothing changes
+        (the initial replicas and their nodes are up before the first request)."""
+        act = Actions()
+        for _ in range(WARM_START_PASSES):
+            act = self.control.tick(now_s, self._observe(now_s, warm=True))
+            self._apply(act, now_s, warm=True)
+            if not (act.start or act.launch or act.stop):
+                break
+        return act
+
+    def _apply(self, act: Actions, now_s: float, warm: bool = False) -> None:
         for node_id in act.cordon:
             if node_id in self.nodes:
                 self.nodes[node_id].state, self.nodes[node_id].since_s = "cordoned", now_s
@@ -189,10 +207,12 @@ class Simulation:
             api = self.api_by_name[a.api]
             rep = SimReplica(a.replica_id, api, a.node_id, now_s)
             self.replicas[rep.id] = rep
-            self.starting.append((now_s + api.cold_start_s, rep))
-        for pool, count in act.launch:
-            for _ in range(count):
-                self._launch(pool, now_s)
+            if warm:
+                self.dp.add_ready(rep, now_s)
+            else:
+                self.starting.append((now_s + api.cold_start_s, rep))
+        for pool, node_id in act.launch:
+            self._launch(pool, node_id, now_s, warm)
         for node_id in act.release:
             self._end_node(node_id, now_s)
 
