@@ -13,6 +13,7 @@ within each replica's GPU fraction unless the replica asks for more, and the fra
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -112,6 +113,10 @@ class CostLedger:
     history: tuple[tuple[float, dict[str, float]], ...] = ()
 
 
+def _time(sample: tuple[float, dict[str, float]]) -> float:
+    return sample[0]
+
+
 def accrue(ledger: CostLedger, rates_per_hour: Mapping[str, float], now_s: float) -> CostLedger:
     """Charge the previous rates up to ``now_s``, then hold ``rates_per_hour`` from now on."""
     spent = dict(ledger.spent)
@@ -122,10 +127,7 @@ def accrue(ledger: CostLedger, rates_per_hour: Mapping[str, float], now_s: float
     history = (*ledger.history, (now_s, spent))
     # Keep the newest sample at or before the window's start, so a full window can still be read.
     start = now_s - ledger.keep_s
-    first = 0
-    for i, (t, _) in enumerate(history):
-        if t <= start:
-            first = i
+    first = max(0, bisect_right(history, start, key=_time) - 1)  # samples are in time order
     return CostLedger(keep_s=ledger.keep_s, last_s=now_s, rates=dict(rates_per_hour), spent=spent,
                       history=history[first:])  # fmt: skip
 
