@@ -13,7 +13,6 @@ import shutil
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import orjson
 
@@ -21,24 +20,10 @@ from thrifty.dataplane.platform_secret import ensured_secret_file
 from thrifty.engines.base import ReplicaLaunch, ReplicaObservation
 from thrifty.engines.identity import AdoptedProcess, ProcessIdentity
 from thrifty.engines.process import ChildProcess, child_env, python_module_args
+from thrifty.engines.replica_files import read_port, read_status
 
 REPLICA_MODULE = "thrifty.dataplane.replica_main"
 KEEP_LOGS_PER_API = 20  # log files of replicas that are gone
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = orjson.loads(path.read_bytes())
-    except (OSError, orjson.JSONDecodeError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def _read_port(path: Path) -> int | None:
-    try:
-        return int(path.read_text().strip())
-    except (OSError, ValueError):
-        return None
 
 
 @dataclass
@@ -133,10 +118,10 @@ class LocalEngine:
                 self._cleanup(rid)  # asked to stop and did: nothing left to report
                 continue
             if rep.port is None:
-                rep.port = _read_port(rep.run_dir / "port")
+                rep.port = read_port(rep.run_dir / "port")
             status = None
             if not rep.ready or code is not None:
-                status = _read_json(rep.run_dir / "status.json")
+                status = read_status(rep.run_dir / "status.json")
                 if status is not None and status.get("ready"):
                     rep.ready = True
             base = ReplicaObservation(

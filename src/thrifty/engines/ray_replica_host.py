@@ -23,9 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from thrifty.engines.gpu_limits import GPU_MEMORY_FRACTION_ENV
+from thrifty.engines.replica_files import read_port, read_status
 
 _PR_SET_PDEATHSIG = 1
 
@@ -50,21 +49,6 @@ class ReplicaProcessSpec:
     env: dict[str, str] = field(default_factory=dict)
     gpu_memory_fraction: float | None = None
     scratch_dirs: list[str] = field(default_factory=list)  # removed with the replica (its model cache)
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = orjson.loads(path.read_bytes())
-    except (OSError, orjson.JSONDecodeError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def _read_port(path: Path) -> int | None:
-    try:
-        return int(path.read_text().strip())
-    except (OSError, ValueError):
-        return None
 
 
 def _gpu_ids() -> list[str]:
@@ -133,7 +117,7 @@ class ReplicaHost:
             "node_id": self._node_id,
             "gpu_ids": self._gpu_ids,
             "pid": self._popen.pid if self._popen is not None else None,
-            "port": _read_port(self._run_dir / "port"),
+            "port": read_port(self._run_dir / "port"),
             "ready": False,
             "exit_code": self._exit_code,
             "error": None,
@@ -142,7 +126,7 @@ class ReplicaHost:
             out["exit_code"] = -1
             out["error"] = {"error": "replica_start_failed", "message": self._start_error, "where": "", "traceback": ""}
             return out
-        status = _read_json(self._run_dir / "status.json")
+        status = read_status(self._run_dir / "status.json")
         if status is not None:
             out["ready"] = bool(status.get("ready"))
             if "error" in status:
