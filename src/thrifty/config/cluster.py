@@ -227,6 +227,13 @@ class SpotMixConfig(_Strict):
         description="On a spot interruption notice: drain (cordon, replace first, stop routing, release before the "
         "deadline) or ignore (do nothing until the node dies, as Cortex did; for comparisons).",
     )
+    probe_after: Duration = Field(
+        60.0,
+        gt=0,
+        le=3600,
+        description="A spot pool out of capacity is not bought from for this long, then probed; doubled after each "
+        "further failure up to 10 minutes.",
+    )
 
 
 class ClusterConfig(_Strict):

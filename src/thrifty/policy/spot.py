@@ -88,7 +88,8 @@ class SpotConfig:
         s = cfg.spot
         return cls(pools=cfg.pools(), on_demand_base_capacity=s.on_demand_base_capacity,
                    on_demand_percentage_above_base_capacity=s.on_demand_percentage_above_base_capacity,
-                   on_demand_backup=s.on_demand_backup, notice_handling=s.notice_handling)  # fmt: skip
+                   on_demand_backup=s.on_demand_backup, notice_handling=s.notice_handling,
+                   probe_after_s=s.probe_after, probe_max_s=max(s.probe_after, 600.0))  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
