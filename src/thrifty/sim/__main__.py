@@ -1,6 +1,6 @@
 """``python -m thrifty.sim SCENARIO --out DIR``: run a scenario's strategies and write the report.
 
-The CLI's ``thrifty simulate`` will call :func:`simulate`; this entry point exits only through ``main``.
+``thrifty simulate`` calls :func:`simulate`; this entry point exits only through ``main``.
 """
 
 from __future__ import annotations
@@ -8,61 +8,82 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from thrifty.config.scenario import ScenarioConfig, load_scenario, trace_path
+from thrifty.config.scenario import load_scenario, trace_path
 from thrifty.errors import ThriftyError
-from thrifty.sim.control import ControlPlane, OperatorControlPlane
-from thrifty.sim.report import write_report
+from thrifty.sim.report import summarize, write_report
 from thrifty.sim.run import RunResult, Simulation
+from thrifty.sim.strategies import STRATEGIES
 from thrifty.sim.traffic import arrivals_for
 
-STRATEGIES = ("thrifty", "static-peak")
+Progress = Callable[[str, float], None]
 
 
-def control_for(strategy: str, scenario: ScenarioConfig) -> ControlPlane:
-    """``thrifty``: the autoscaler as configured; ``static-peak``: every API at its max_replicas all day."""
-    if strategy == "thrifty":
-        return OperatorControlPlane(scenario)
-    if strategy == "static-peak":
-        peak = [a.model_copy(update={"autoscaling": a.autoscaling.model_copy(update={
-            "min_replicas": a.autoscaling.max_replicas})}) for a in scenario.apis]  # fmt: skip
-        return OperatorControlPlane(scenario.model_copy(update={"apis": peak}))
-    raise ThriftyError(f"unknown strategy {strategy!r}; known: {', '.join(STRATEGIES)}", details={})
+def _stderr_progress(label: str, share: float) -> None:
+    end = "\n" if share >= 1.0 else ""
+    print(f"\r{label}: {100 * share:5.1f}%", end=end, file=sys.stderr, flush=True)
 
 
-def simulate(file: Path, out: Path, strategies: tuple[str, ...] = STRATEGIES, quiet: bool = False,
-             duration_s: float | None = None) -> list[dict[str, Any]]:  # fmt: skip
+def simulate(file: Path, out: Path, strategies: tuple[str, ...] = tuple(STRATEGIES), quiet: bool = False,
+             duration_s: float | None = None, sweep: bool = True,
+             progress: Progress | None = None) -> list[dict[str, Any]]:  # fmt: skip
+    """Run each strategy at each value of its knob (``sweep``; else the configured value only), keep the
+    cheapest run that meets the SLO (or the best attainment where none does), and write the report."""
+    for name in strategies:
+        if name not in STRATEGIES:
+            raise ThriftyError(f"unknown strategy {name!r}; known: {', '.join(STRATEGIES)}", details={})
     scenario = load_scenario(file)
     if duration_s is not None:
         scenario = scenario.model_copy(update={"duration": duration_s})
     arrivals = arrivals_for(scenario, trace_path(file, scenario))
-    runs: list[RunResult] = []
+    show = progress if progress is not None else (None if quiet else _stderr_progress)
+    chosen: list[RunResult] = []
+    sweeps: dict[str, list[dict[str, Any]]] = {}
     for name in strategies:
-        started = time.perf_counter()
+        strategy = STRATEGIES[name]
+        values = strategy.values(scenario) if sweep else (1.0,)
+        best: tuple[tuple[bool, float], RunResult] | None = None
+        sweeps[name] = []
+        for value in values:
+            setup = strategy.setup(scenario, value)
+            label = f"{name} ({strategy.knob} = {value:g})"
+            started = time.perf_counter()
 
-        def progress(share: float, name: str = name) -> None:
-            if not quiet:
-                print(f"\r{name}: {100 * share:5.1f}%", end="", file=sys.stderr, flush=True)
+            def tick(share: float, label: str = label) -> None:
+                if show is not None:
+                    show(label, share)
 
-        runs.append(Simulation(scenario, arrivals, control_for(name, scenario), name, progress).run())
-        if not quiet:
-            print(f"\r{name}: done in {time.perf_counter() - started:.1f}s ({len(arrivals)} requests)",
-                  file=sys.stderr)  # fmt: skip
-    return write_report(scenario, runs, out)
+            run = Simulation(setup.scenario, arrivals, setup.control(setup.scenario), name, tick,
+                             plain_model_cache=setup.plain_model_cache).run()  # fmt: skip
+            tick(1.0)
+            row = summarize(scenario, run)
+            sweeps[name].append({"knob": strategy.knob, "value": value, "total_dollars": row["total_dollars"],
+                                 "slo_attainment_percent": row["slo_attainment_percent"], "slo_met": row["slo_met"],
+                                 "wall_s": round(time.perf_counter() - started, 1)})  # fmt: skip
+            run.knob = f"{strategy.knob} = {value:g}"
+            key = (row["slo_met"], -row["total_dollars"] if row["slo_met"] else row["slo_attainment_percent"])
+            if best is None or key > best[0]:
+                best = (key, run)
+        assert best is not None
+        chosen.append(best[1])
+    return write_report(scenario, chosen, out, sweeps)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m thrifty.sim", description=__doc__)
     parser.add_argument("scenario", type=Path)
     parser.add_argument("--out", type=Path, default=Path("sim-report"))
-    parser.add_argument("--strategy", action="append", choices=STRATEGIES, help="repeatable; default: all")
+    parser.add_argument("--strategy", action="append", choices=tuple(STRATEGIES), help="repeatable; default: all")
     parser.add_argument("--duration", type=float, default=None, help="override the scenario's duration (seconds)")
+    parser.add_argument("--no-sweep", action="store_true", help="each strategy at its configured knob only")
     parser.add_argument("-q", "--quiet", action="store_true")
     args = parser.parse_args(argv)
     try:
-        simulate(args.scenario, args.out, tuple(args.strategy or STRATEGIES), args.quiet, args.duration)
+        simulate(args.scenario, args.out, tuple(args.strategy or STRATEGIES), args.quiet, args.duration,
+                 not args.no_sweep)  # fmt: skip
     except ThriftyError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -53,6 +53,7 @@ class Observation:
     replicas: tuple[ClusterReplica, ...]  # started replicas with their nodes (draining ones excluded)
     noticed: tuple[tuple[str, float], ...] = ()  # (node, notice seconds): spot notices since the last tick
     warm: bool = False  # warm start: launches and cold starts take no time at this tick
+    busy: dict[str, float] = field(default_factory=dict)  # share of execution slots busy per API (HPA baseline)
 
 
 @dataclass
@@ -70,6 +71,10 @@ class Actions:
 
 class ControlPlane(Protocol):
     def tick(self, now_s: float, observation: Observation) -> Actions: ...
+
+
+class ReplicaScaler(Protocol):
+    def __call__(self, api: str, current: int, obs: Observation, now_s: float) -> int: ...
 
 
 class VirtualClock:
@@ -93,8 +98,13 @@ def drive(coro: Coroutine[Any, Any, T]) -> T:
 class OperatorControlPlane:
     """The operator's own reconcile steps on the virtual clock (see the module docstring)."""
 
-    def __init__(self, scenario: ScenarioConfig, workdir: Path | None = None) -> None:
+    def __init__(self, scenario: ScenarioConfig, workdir: Path | None = None,
+                 scaler: ReplicaScaler | None = None) -> None:  # fmt: skip
+        """``scaler``: another autoscaler in place of the operator's (the HPA baseline: the operator has no
+        setting that swaps its autoscaling algorithm); it sets each API's requested count as
+        ``Operator.autoscale`` does."""
         self.scenario = scenario
+        self.scaler = scaler
         self._tmp = workdir is None
         self.workdir = Path(tempfile.mkdtemp(prefix="thrifty-sim-")) if workdir is None else workdir
         self.clock = VirtualClock()
@@ -147,7 +157,11 @@ class OperatorControlPlane:
             drive(self.cloud.preempt(node_id, notice_s))
         stats = {"apis": {name: {"in_flight": value} for name, value in obs.in_flight.items()}}
         self.gateway.next_stats = stats
-        self.op.autoscale(stats, self.gateway.generation)
+        if self.scaler is None:
+            self.op.autoscale(stats, self.gateway.generation)
+        else:
+            for name, rt in self.op.apis.items():
+                rt.desired = self.scaler(name, rt.desired, obs, now_s)
         drive(self.op.reconcile_once(now_s))
         return self._recorded()
 

@@ -99,6 +99,8 @@ class ApiModel:
             eviction.CacheBudget(mc.disk_cache_size, mc.disk_cache_bytes) if mc else eviction.CacheBudget()
         )
         self.frequency_period = max(256, 32 * ((mc.cache_size if mc else None) or 32))
+        self.model_aware = True  # False: plain routing for a multi-model API (Cortex: no model affinity)
+        self.lru = False  # True: evict least recently used only (Cortex's cache), not by popularity
         self.stats = ApiStats()
 
 
@@ -154,6 +156,10 @@ class SimReplica:
 
 
 ReplicaGone = Callable[[SimReplica, float], None]
+
+
+def _no_frequency(key: str) -> int:
+    return 0
 
 
 class DataPlane:
@@ -282,7 +288,7 @@ class DataPlane:
                 held.append(req)
                 self.in_flight[a] += 1
             return
-        if api.multi:
+        if api.multi and api.model_aware:
             m = req[1]
             order = self.orders[a].get(m)
             if order is None:
@@ -388,7 +394,7 @@ class DataPlane:
 
     def _start_load(self, rep: SimReplica, key: str, now_s: float, waiters: list[Request]) -> None:
         api = rep.api
-        freq = rep.frequency
+        freq = _no_frequency if api.lru else rep.frequency
         entries = [eviction.CacheEntry(k, e[0], e[1], e[2] + (1 if e[3] else 0), freq(k)) for k, e in rep.mem.items()]
         decision = eviction.plan_eviction(entries, api.mem_budget, api.size)
         if decision.verdict is eviction.Verdict.TOO_LARGE:

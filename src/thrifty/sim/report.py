@@ -31,6 +31,7 @@ def summarize(scenario: ScenarioConfig, run: RunResult) -> dict[str, Any]:
     pct = {f"p{q}": float(np.percentile(lat, q)) for q in (50, 90, 99, 99.9)} if lat.size else {}
     return {
         "strategy": run.strategy,
+        "knob": run.knob,
         "duration_s": run.duration_s,
         "requests": arrived,
         "served": served,
@@ -57,7 +58,7 @@ def summarize(scenario: ScenarioConfig, run: RunResult) -> dict[str, Any]:
 def markdown(scenario: ScenarioConfig, rows: list[dict[str, Any]]) -> str:
     head = (f"# {scenario.name}\n\n{scenario.description}\n\nSLO: {scenario.slo.share:g}% of requests within "
             f"{scenario.slo.latency * 1000:g} ms (failures count as missed).\n\n")  # fmt: skip
-    cols = "| strategy | $ total | $/h | $ per 1M req | SLO attained | met | 503 | timed out | retried | " \
+    cols = "| strategy | knob | $ total | $/h | $ per 1M req | SLO attained | met | 503 | timed out | retried | " \
            "replica-h | node-h by pool | GPU util | cache hits |"  # fmt: skip
     lines = [cols, "|" + "---|" * (cols.count("|") - 1)]
     for r in rows:
@@ -66,7 +67,7 @@ def markdown(scenario: ScenarioConfig, rows: list[dict[str, Any]]) -> str:
         gpu = "-" if r["gpu_utilization"] is None else f"{100 * r['gpu_utilization']:.1f}%"
         hit = "-" if r["cache_hit_ratio"] is None else f"{100 * r['cache_hit_ratio']:.1f}%"
         lines.append(
-            f"| {r['strategy']} | {r['total_dollars']:.2f} | {r['dollars_per_hour']:.3f} | "
+            f"| {r['strategy']} | {r['knob'] or '-'} | {r['total_dollars']:.2f} | {r['dollars_per_hour']:.3f} | "
             f"{'-' if per_m is None else f'{per_m:.2f}'} | {r['slo_attainment_percent']:.3f}% | "
             f"{'yes' if r['slo_met'] else 'NO'} | {r['rejected_503']} | {r['timed_out']} | {r['retried']} | "
             f"{sum(r['replica_hours'].values()):.1f} | {pools or '-'} | {gpu} | {hit} |"
@@ -74,11 +75,48 @@ def markdown(scenario: ScenarioConfig, rows: list[dict[str, Any]]) -> str:
     return head + "\n".join(lines) + "\n"
 
 
-def write_report(scenario: ScenarioConfig, runs: list[RunResult], out: Path) -> list[dict[str, Any]]:
+def targets(scenario: ScenarioConfig, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The issue's targets, checked on this run (printed, never asserted): thrifty <= 5% of naive with >= 99.9%
+    within the SLO and no request lost to a preemption (gpu-1000-models), and thrifty cheaper than cortex at
+    equal or better SLO attainment (every scenario)."""
+    by = {r["strategy"]: r for r in rows}
+    out: list[dict[str, Any]] = []
+    t, naive, cortex = by.get("thrifty"), by.get("naive"), by.get("cortex")
+    if t is not None and naive is not None and scenario.name == "gpu-1000-models":
+        share = 100 * t["total_dollars"] / naive["total_dollars"] if naive["total_dollars"] else None
+        ok = share is not None and share <= 5 and t["slo_attainment_percent"] >= 99.9 and t["lost"] == 0
+        out.append({"target": "thrifty <= 5% of naive, >= 99.9% within SLO, no request lost to a preemption",
+                    "met": ok, "figures": f"{share:.2f}% of naive; {t['slo_attainment_percent']:.3f}% within SLO; "
+                    f"{t['lost']} lost" if share is not None else "naive cost nothing"})  # fmt: skip
+    if t is not None and cortex is not None:
+        ok = t["total_dollars"] < cortex["total_dollars"] and (
+            t["slo_attainment_percent"] >= cortex["slo_attainment_percent"])
+        out.append({"target": "thrifty cheaper than cortex at equal or better SLO attainment", "met": ok,
+                    "figures": f"${t['total_dollars']:.2f} vs ${cortex['total_dollars']:.2f}; "
+                    f"{t['slo_attainment_percent']:.3f}% vs {cortex['slo_attainment_percent']:.3f}%"})  # fmt: skip
+    return out
+
+
+def write_report(scenario: ScenarioConfig, runs: list[RunResult], out: Path,
+                 sweeps: dict[str, list[dict[str, Any]]] | None = None) -> list[dict[str, Any]]:  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     rows = [summarize(scenario, r) for r in runs]
-    (out / "report.md").write_text(markdown(scenario, rows), encoding="utf-8")
-    data = {"scenario": scenario.name, "strategies": rows, "timelines": {r.strategy: r.timeline for r in runs}}
+    text = markdown(scenario, rows)
+    if sweeps:
+        text += "\nEqual service: each strategy's knob swept, the cheapest setting that meets the SLO kept " \
+                "(the best attainment where none does):\n\n| strategy | knob | $ total | SLO attained | met |\n" \
+                "|---|---|---|---|---|\n"  # fmt: skip
+        for name, tried in sweeps.items():
+            for s in tried:
+                text += (f"| {name} | {s['knob']} = {s['value']:g} | {s['total_dollars']:.2f} | "
+                         f"{s['slo_attainment_percent']:.3f}% | {'yes' if s['slo_met'] else 'NO'} |\n")  # fmt: skip
+    checks = targets(scenario, rows)
+    if checks:
+        text += "\nTargets:\n\n" + "".join(
+            f"- {'met' if c['met'] else 'MISSED'}: {c['target']} ({c['figures']})\n" for c in checks)
+    (out / "report.md").write_text(text, encoding="utf-8")
+    data = {"scenario": scenario.name, "strategies": rows, "sweeps": sweeps or {}, "targets": checks,
+            "timelines": {r.strategy: r.timeline for r in runs}}  # fmt: skip
     (out / "report.json").write_text(json.dumps(data, indent=1), encoding="utf-8")
     _plots(rows, runs, out)
     return rows

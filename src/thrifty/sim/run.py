@@ -48,18 +48,25 @@ class RunResult:
     gpu_seconds: float = 0.0
     replica_seconds: dict[str, float] = field(default_factory=dict)  # per API
     interruptions: int = 0
+    knob: str = ""  # the strategy's knob setting of this run
     timeline: list[dict[str, Any]] = field(default_factory=list)
 
 
 class Simulation:
     def __init__(self, scenario: ScenarioConfig, arrivals: Arrivals, control: ControlPlane, strategy: str,
-                 progress: Callable[[float], None] | None = None) -> None:  # fmt: skip
+                 progress: Callable[[float], None] | None = None, *,
+                 plain_model_cache: bool = False) -> None:  # fmt: skip
+        """``plain_model_cache``: multi-model APIs route without model affinity and evict least recently used
+        (Cortex's per-replica cache), instead of thrifty's model routing and popularity-aware eviction."""
         self.sc = scenario
         self.arrivals = arrivals
         self.control = control
         self.progress = progress
         self.apis = [ApiModel(i, scenario.api(n), scenario.service[n], arrivals.model_names[i])
                      for i, n in enumerate(arrivals.api_names)]  # fmt: skip
+        for api in self.apis:
+            api.model_aware = not plain_model_cache
+            api.lru = plain_model_cache
         self.api_by_name = {a.name: a for a in self.apis}
         self.dp = DataPlane(self.apis, scenario.seed, on_gone=self._replica_gone)
         self.pools = {p.name: p for p in scenario.cluster.pools()}
@@ -116,8 +123,12 @@ class Simulation:
         reps = tuple(ClusterReplica(r.id, r.api.name, self.control_request(r), r.node_id)
                      for r in self.replicas.values() if not r.draining)  # fmt: skip
         in_flight = {a.name: float(self.dp.in_flight[a.index]) for a in self.apis}
+        busy = {}
+        for a in self.apis:
+            reps_a = self.dp.routable[a.index]
+            busy[a.name] = sum(r.executing for r in reps_a) / (len(reps_a) * a.slots) if reps_a else 0.0
         noticed, self.noticed = tuple(self.noticed), []
-        return Observation(in_flight, views, reps, noticed, warm)
+        return Observation(in_flight, views, reps, noticed, warm, busy)
 
     def control_request(self, rep: SimReplica) -> ReplicaRequest:
         return request_of(rep.api.config.compute)

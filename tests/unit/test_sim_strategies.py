@@ -1,0 +1,48 @@
+"""Strategies: scenario transforms as a user would configure them, and one report comparing them all."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from thrifty.config.scenario import parse_scenario_text
+from thrifty.sim.__main__ import simulate
+from thrifty.sim.strategies import STRATEGIES
+
+TEXT = """
+name: t
+duration: 5m
+seed: 2
+warm_start: true
+cluster: {provider: simulated, launch_delay: 30s,
+          node_pools: [{name: gpu, instance_type: g4dn.xlarge, spot: true, max_nodes: 10},
+                       {name: gpu-od, instance_type: g4dn.xlarge, max_nodes: 10, priority: 1}]}
+apis: [{name: m, compute: {cpu: 1, gpu: 0.25}, serving: {max_concurrency: 2, max_queue_length: 16},
+        autoscaling: {min_replicas: 1, max_replicas: 8},
+        models: {source: "s3://m/", cache_size: 4}}]
+service: {m: {time: {p50: 20ms}, cold_start: 10s, models: {count: 12, size: 10Mi, download: 1s, load: 0.2s}}}
+traffic: {rate: 5}
+spot: {gpu: {rate: 0.5, notice: 2m}}
+slo: {latency: 2s, share: 90}
+"""
+
+
+def test_transforms() -> None:
+    sc = parse_scenario_text(TEXT, "s.yaml")
+    naive = STRATEGIES["naive"].setup(sc, 1.0).scenario
+    assert [p.spot for p in naive.cluster.node_pools] == [False]
+    assert naive.apis[0].compute.gpu == 1 and naive.apis[0].autoscaling.min_replicas == 12
+    cortex = STRATEGIES["cortex"].setup(sc, 1.0)
+    assert cortex.plain_model_cache and cortex.scenario.cluster.spot.notice_handling == "ignore"
+    thrifty = STRATEGIES["thrifty"].setup(sc, 1.0).scenario
+    assert thrifty.apis[0].compute.gpu == 0.25 and thrifty.cluster.consolidation.enabled
+
+
+def test_one_report_compares_every_strategy(tmp_path: Path) -> None:
+    (tmp_path / "s.yaml").write_text(TEXT)
+    rows = simulate(tmp_path / "s.yaml", tmp_path / "out", quiet=True, sweep=False)
+    assert [r["strategy"] for r in rows] == list(STRATEGIES)
+    by = {r["strategy"]: r for r in rows}
+    assert by["naive"]["total_dollars"] > by["thrifty"]["total_dollars"]
+    data = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert data["targets"] and "Targets" in (tmp_path / "out" / "report.md").read_text()
