@@ -46,3 +46,18 @@ def test_one_report_compares_every_strategy(tmp_path: Path) -> None:
     assert by["naive"]["total_dollars"] > by["thrifty"]["total_dollars"]
     data = json.loads((tmp_path / "out" / "report.json").read_text())
     assert data["targets"] and "Targets" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_cli_validates_a_scenario_and_simulates(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from thrifty.cli.main import cli
+
+    (tmp_path / "s.yaml").write_text(TEXT)
+    runner = CliRunner()
+    result = runner.invoke(cli, ["validate", str(tmp_path / "s.yaml")])
+    assert result.exit_code == 0 and "valid scenario 't'" in result.output
+    result = runner.invoke(cli, ["simulate", str(tmp_path / "s.yaml"), "--out", str(tmp_path / "o"),
+                                 "--strategy", "thrifty", "--no-sweep", "-q"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "| thrifty |" in result.output

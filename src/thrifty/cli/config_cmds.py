@@ -8,11 +8,14 @@ says which; without it, ``validate`` treats a file as a cluster file when its to
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
 from thrifty.cli.output import print_json, table
+from thrifty.cli.simulate import looks_like_scenario, validate_scenario
 from thrifty.config.cluster import ClusterConfig, looks_like_cluster_file
 from thrifty.config.limits import Limits
 from thrifty.config.loader import load_cluster, load_config, read_data, read_text
@@ -21,6 +24,10 @@ from thrifty.errors import ConfigError
 
 
 def _is_cluster_file(path: str) -> bool:
+    return _is_file_of(path, looks_like_cluster_file)
+
+
+def _is_file_of(path: str, kind: Callable[[Any], bool]) -> bool:
     file = Path(path)
     if not file.is_file():
         return False
@@ -29,7 +36,7 @@ def _is_cluster_file(path: str) -> bool:
         data, _ = read_data(read_text(file, path, limits), path, limits)
     except ConfigError:
         return False  # unreadable or not YAML: the project loader reports it with file and line
-    return looks_like_cluster_file(data)
+    return kind(data)
 
 
 def _validate_cluster(path: str, output: str) -> None:
@@ -75,9 +82,13 @@ def _validate_cluster(path: str, output: str) -> None:
     is_flag=True,
     help="PATH is a cluster file (engine, provider, node pools). Detected from the top-level keys when left out.",
 )
+@click.option("--scenario", "scenario", is_flag=True, help="PATH is a cost simulator scenario (detected by its keys).")
 @click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table", help="Output format.")
-def validate(path: str, cluster: bool, output: str) -> None:
-    """Check a project's thrifty.yaml, or a cluster file, without deploying it."""
+def validate(path: str, cluster: bool, scenario: bool, output: str) -> None:
+    """Check a project's thrifty.yaml, a cluster file or a simulator scenario, without deploying it."""
+    if scenario or _is_file_of(path, looks_like_scenario):
+        validate_scenario(path, output)
+        return
     if cluster or _is_cluster_file(path):
         _validate_cluster(path, output)
         return

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 import click
 
 from thrifty import __version__
-from thrifty.cli import apis, cluster, config_cmds, platform
+from thrifty.cli import apis, cluster, config_cmds, platform, simulate
 from thrifty.errors import ThriftyError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -40,7 +40,7 @@ def cli(ctx: click.Context, home: str | None) -> None:
     ctx.obj = {"home": home}
 
 
-for module in (platform, apis, config_cmds, cluster):
+for module in (platform, apis, config_cmds, cluster, simulate):
     for command in module.COMMANDS:
         cli.add_command(command)
 
