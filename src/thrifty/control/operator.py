@@ -316,10 +316,26 @@ class Operator:
         if now - self._projects_cleaned_s > PROJECT_GC_INTERVAL_S:
             self._clean_projects(observed, now)
         self.splitters.update(now, self.traffic)  # canaries: weights for this tick's table
-        draining = set(stops) | (cluster.draining() if cluster is not None else set())
+        draining = set(stops) | (self._spot_draining(observed, cluster.draining(), set(stops)) if cluster else set())
         if not await self.routes.update(now, self.routes_table(observed, draining)):
             stops = []  # the gateway does not know they drain: stopping them now would cut requests off
         await self.actions.update([(rid, self._grace_s(rid)) for rid in stops], starts)
+
+    @staticmethod
+    def _spot_draining(observed: list[ReplicaObservation], marks: set[str], stops: set[str]) -> set[str]:
+        """The spot step's draining marks (unrouted, or on a dying node), except for an API they would leave
+        with no routable replica: the gateway answers an all-draining API at once (the platform stopping),
+        while unmarked it holds requests through the gap and retries cut-off ones until a replacement is ready."""
+        out: set[str] = set()
+        by_api: dict[str, list[str]] = {}
+        for o in observed:
+            if o.state == "ready":
+                by_api.setdefault(o.api, []).append(o.replica_id)
+        for ids in by_api.values():
+            marked = [r for r in ids if r in marks]
+            if any(r not in marks and r not in stops for r in ids):
+                out.update(marked)
+        return out
 
     def _loads(self, observed: list[ReplicaObservation]) -> dict[str, ReplicaLoad]:
         """Each replica as the data plane sees it (the spot step's room check): ready, in flight (the gateway's
