@@ -122,7 +122,7 @@ def test_interruptions_lose_no_request_and_a_shortage_falls_back_to_on_demand(
         wait_until(lambda: load.completed() > done + 50, 30, "the API to keep serving")
     assert not load.errors and set(load.statuses) == {200}, (load.statuses, load.errors[:3])
 
-    kinds = {e["kind"] for e in p.json("cluster", "events", "--limit", "500")}  # type: ignore[union-attr]
+    kinds = {e["kind"] for e in p.json("cluster", "events", "--limit", "500")}  # type: ignore[attr-defined]
     for kind in ("spot_interruption", "spot_replacement", "spot_release", "spot_capacity", "spot_fallback",
                  "spot_return", "node_lost"):  # fmt: skip
         assert kind in kinds, kinds
