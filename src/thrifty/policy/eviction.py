@@ -21,6 +21,7 @@ Rules:
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -96,6 +97,10 @@ class EvictionDecision:
         return self.verdict in (Verdict.FITS, Verdict.EVICT)
 
 
+def _rank(e: CacheEntry) -> tuple[float, float]:
+    return (e.frequency, e.last_used)
+
+
 def plan_eviction(entries: Sequence[CacheEntry], budget: CacheBudget, incoming_bytes: int) -> EvictionDecision:
     """Keys to evict (least frequent, then least recent; never pinned) so an item of ``incoming_bytes`` fits.
 
@@ -108,8 +113,7 @@ def plan_eviction(entries: Sequence[CacheEntry], budget: CacheBudget, incoming_b
     need_count = 0 if budget.max_count is None else max(0, count_before + 1 - budget.max_count)
     need_bytes = 0 if budget.max_bytes is None else max(0, bytes_before + incoming_bytes - budget.max_bytes)
 
-    def decide(verdict: Verdict, evicted: tuple[str, ...]) -> EvictionDecision:
-        freed = sum(e.size_bytes for e in entries if e.key in evicted) if evicted else 0
+    def decide(verdict: Verdict, evicted: tuple[str, ...], freed: int = 0) -> EvictionDecision:
         admitted = verdict in (Verdict.FITS, Verdict.EVICT)
         reason = EvictionReason(
             verdict=verdict,
@@ -136,8 +140,17 @@ def plan_eviction(entries: Sequence[CacheEntry], budget: CacheBudget, incoming_b
     if need_count == 0 and need_bytes == 0:
         return decide(Verdict.FITS, ())
 
-    # sorted() is stable: equal (frequency, last_used) keeps the caller's (oldest first) order.
-    candidates = sorted((e for e in entries if e.pins == 0), key=lambda e: (e.frequency, e.last_used))
+    # sorted() is stable: equal (frequency, last_used) keeps the caller's (oldest first) order. With a count
+    # budget only, the first need_count of that order are enough: min() and nsmallest() keep it (the first of
+    # equals wins), in O(n) instead of a sort, which is what the cost simulator's every cache miss pays.
+    unpinned = [e for e in entries if e.pins == 0]
+    if need_bytes == 0 and need_count <= len(unpinned):
+        if need_count == 1:
+            first = min(unpinned, key=_rank)
+            return decide(Verdict.EVICT, (first.key,), first.size_bytes)
+        few = heapq.nsmallest(need_count, unpinned, key=_rank)
+        return decide(Verdict.EVICT, tuple(e.key for e in few), sum(e.size_bytes for e in few))
+    candidates = sorted(unpinned, key=_rank)
     chosen: list[str] = []
     freed_count = 0
     freed_bytes = 0
@@ -148,5 +161,5 @@ def plan_eviction(entries: Sequence[CacheEntry], budget: CacheBudget, incoming_b
         freed_count += 1
         freed_bytes += entry.size_bytes
     if freed_count >= need_count and freed_bytes >= need_bytes:
-        return decide(Verdict.EVICT, tuple(chosen))
+        return decide(Verdict.EVICT, tuple(chosen), freed_bytes)
     return decide(Verdict.BLOCKED_BY_PINS, ())

@@ -77,8 +77,19 @@ def choose_model_replica(
     now_s: float,
     tried: Container[int] = (),
     bound: LoadBound = DEFAULT_BOUND,
+    *,
+    holders: Sequence[int] | None = None,
+    load: tuple[int, int] | None = None,
 ) -> int | None:
-    """``model`` is the key looked up in ``held`` (e.g. ``b"en-fr"`` or ``b"en-fr/2"``)."""
+    """``model`` is the key looked up in ``held`` (e.g. ``b"en-fr"`` or ``b"en-fr/2"``).
+
+    ``holders`` and ``load``, together, are a caller's bookkeeping that spares the scan of every replica (the
+    cost simulator keeps them as it goes; the gateway passes neither): ``holders`` the indexes of the
+    candidates whose ``held`` contains ``model``, in ``order``'s order, usable or not; ``load`` the number of
+    usable candidates and their total in-flight. The decision is the same as without them.
+    """
+    if holders is not None and load is not None:
+        return _choose_with_holders(candidates, order, now_s, tried, bound, holders, load)
     usable = [
         i for i in order if not candidates[i].draining and candidates[i].ejected_until <= now_s and i not in tried
     ]
@@ -105,3 +116,41 @@ def choose_model_replica(
     # Unreachable with factor >= 1 and slack >= 0 (the least loaded is never above the mean); kept so that
     # a caller's odd bound still gets an answer.
     return min(usable, key=lambda i: candidates[i].in_flight)
+
+
+def _choose_with_holders(
+    candidates: Sequence[ModelRoutingCandidate],
+    order: Sequence[int],
+    now_s: float,
+    tried: Container[int],
+    bound: LoadBound,
+    holders: Sequence[int],
+    load: tuple[int, int],
+) -> int | None:
+    """:func:`choose_model_replica`'s rules with the usable count, load sum and holders given by the caller."""
+    count, total = load
+    if count == 0:
+        return None
+    base = bound.factor * (total / count)
+    best: int | None = None
+    best_load = 0
+    for i in holders:  # in rendezvous order: the first of equally loaded holders wins
+        c = candidates[i]
+        if (
+            not c.draining
+            and c.ejected_until <= now_s
+            and i not in tried
+            and c.in_flight <= base + max(bound.slack, c.slots)
+            and (best is None or c.in_flight < best_load)
+        ):
+            best, best_load = i, c.in_flight
+    if best is not None:
+        return best
+    usable = []
+    for i in order:
+        c = candidates[i]
+        if not c.draining and c.ejected_until <= now_s and i not in tried:
+            if c.in_flight <= base + max(bound.slack, c.slots):
+                return i
+            usable.append(i)
+    return min(usable, key=lambda i: candidates[i].in_flight) if usable else None

@@ -84,6 +84,7 @@ class ApiModel:
         self.multi = service.models is not None
         self.names: list[str] = list(model_names)
         self.keys: list[bytes] = [n.encode() for n in model_names]  # what model routing looks up
+        self.model_of: dict[str, int] = {n: k for k, n in enumerate(model_names)}
         self.mu = [mu] * max(1, len(model_names))
         self.sigma = [sigma] * max(1, len(model_names))
         for k, name in enumerate(model_names):
@@ -108,12 +109,15 @@ class SimReplica:
     """One replica as the gateway sees it (``in_flight``, ``draining``, ``ejected_until``, ``held``, ``slots``)."""
 
     __slots__ = (
+        "agings",
         "api",
         "blocked",
         "busy",
         "calls",
         "dead",
         "disk",
+        "disk_dirty",
+        "disk_entries",
         "draining",
         "ejected_until",
         "executing",
@@ -123,6 +127,8 @@ class SimReplica:
         "in_flight",
         "loading",
         "mem",
+        "mem_dirty",
+        "mem_entries",
         "node_id",
         "queue",
         "ready",
@@ -152,6 +158,14 @@ class SimReplica:
         self.loading: dict[str, list[Request]] = {}  # key -> requests waiting for its load
         self.blocked: list[str] = []  # loads waiting for an unpin
         self.frequency = RequestFrequency(api.frequency_period)
+        # The eviction policy's view of each tier, rebuilt only for the keys whose entry changed since the last
+        # eviction plan (and all of them when the popularity counts age): a cache miss no longer builds one
+        # CacheEntry per cached model.
+        self.mem_entries: dict[str, eviction.CacheEntry] = {}
+        self.mem_dirty: set[str] = set()
+        self.disk_entries: dict[str, eviction.CacheEntry] = {}
+        self.disk_dirty: set[str] = set()
+        self.agings = 0
         self.wake_at = INF
 
 
@@ -171,7 +185,13 @@ class DataPlane:
         self.heap: list[tuple[float, int, int, SimReplica, Any]] = []
         self.seq = 0
         self.routable: list[list[SimReplica]] = [[] for _ in apis]
-        self.orders: list[dict[int, tuple[int, ...]]] = [{} for _ in apis]
+        # Per API and model: its rendezvous order over the routable replicas and each index's rank in it,
+        # memoised until the routable set changes; the replicas holding each model in memory; the routable
+        # replicas' positions and total in-flight (what model routing reads instead of scanning them all).
+        self.orders: list[dict[int, tuple[tuple[int, ...], list[int]]]] = [{} for _ in apis]
+        self.holding: list[dict[int, set[SimReplica]]] = [{} for _ in apis]
+        self.position: list[dict[SimReplica, int]] = [{} for _ in apis]
+        self.load: list[int] = [0 for _ in apis]
         self.held: list[deque[Request]] = [deque() for _ in apis]
         self.in_flight: list[int] = [0 for _ in apis]  # per API: admitted + held at the gateway
         self.on_gone = on_gone
@@ -182,7 +202,9 @@ class DataPlane:
         """A replica finished its cold start: route to it, and release requests the gateway held."""
         rep.ready = True
         a = rep.api.index
+        self.position[a][rep] = len(self.routable[a])
         self.routable[a].append(rep)
+        self.load[a] += rep.in_flight
         self.orders[a].clear()
         held = self.held[a]
         while held:
@@ -208,6 +230,7 @@ class DataPlane:
             return
         self._unroute(rep)
         rep.dead = True
+        self._forget_holder(rep)
         cut: list[Request] = list(rep.queue)
         for batch in rep.busy:
             cut.extend(batch)
@@ -227,12 +250,23 @@ class DataPlane:
 
     def _unroute(self, rep: SimReplica) -> None:
         a = rep.api.index
-        if rep in self.routable[a]:
+        if rep in self.position[a]:
             self.routable[a].remove(rep)
+            self.position[a] = {r: i for i, r in enumerate(self.routable[a])}
+            self.load[a] -= rep.in_flight
             self.orders[a].clear()
+
+    def _forget_holder(self, rep: SimReplica) -> None:
+        api = rep.api
+        holding = self.holding[api.index]
+        for key in rep.mem:
+            holders = holding.get(api.model_of[key])
+            if holders is not None:
+                holders.discard(rep)
 
     def _gone(self, rep: SimReplica, now_s: float) -> None:
         rep.dead = True
+        self._forget_holder(rep)
         if self.on_gone is not None:
             self.on_gone(rep, now_s)
 
@@ -290,11 +324,23 @@ class DataPlane:
             return
         if api.multi and api.model_aware:
             m = req[1]
-            order = self.orders[a].get(m)
-            if order is None:
+            memo = self.orders[a].get(m)
+            if memo is None:
                 order = model_routing.rendezvous_order(api.keys[m], [r.id for r in reps])
-                self.orders[a][m] = order
-            idx = model_routing.choose_model_replica(reps, api.keys[m], order, now_s)
+                rank = [0] * len(order)
+                for r_, i_ in enumerate(order):
+                    rank[i_] = r_
+                memo = self.orders[a][m] = (order, rank)
+            order, rank = memo
+            holding = self.holding[a].get(m)
+            holders: list[int] = []
+            if holding:
+                pos = self.position[a]
+                holders = [pos[r] for r in holding if r in pos]
+                if len(holders) > 1:
+                    holders.sort(key=rank.__getitem__)
+            idx = model_routing.choose_model_replica(reps, api.keys[m], order, now_s, holders=holders,
+                                                     load=(len(reps), self.load[a]))  # fmt: skip
         else:
             idx = routing.choose_replica(reps, self.rng, now_s)
         if idx is None:
@@ -306,10 +352,13 @@ class DataPlane:
             api.stats.rejected += 1  # the replica's 503: the gateway passes it on, it does not retry it
             return
         rep.in_flight += 1
+        self.load[a] += 1
         self.in_flight[a] += 1
         if api.multi:
             key = api.names[req[1]]
             rep.frequency.record(key)
+            rep.mem_dirty.add(key)
+            rep.disk_dirty.add(key)
             waiting = rep.loading.get(key)
             if waiting is not None:  # single flight: wait for the load under way (or blocked)
                 api.stats.misses += 1
@@ -371,6 +420,8 @@ class DataPlane:
         rep.calls -= 1
         rep.executing -= n
         rep.in_flight -= n
+        if not rep.draining:
+            self.load[api.index] -= n
         self.in_flight[api.index] -= n
         timeout = api.timeout_s
         lat = stats.latencies_s
@@ -382,7 +433,9 @@ class DataPlane:
                 stats.served += 1
                 lat.append(d)
             if api.multi:
-                rep.mem[api.names[req[1]]][2] -= 1
+                key = api.names[req[1]]
+                rep.mem[key][2] -= 1
+                rep.mem_dirty.add(key)
         if rep.blocked:
             self._retry_blocked(rep, now_s)
         if rep.draining and rep.in_flight == 0:
@@ -395,12 +448,25 @@ class DataPlane:
     def _start_load(self, rep: SimReplica, key: str, now_s: float, waiters: list[Request]) -> None:
         api = rep.api
         freq = _no_frequency if api.lru else rep.frequency
-        entries = [eviction.CacheEntry(k, e[0], e[1], e[2] + (1 if e[3] else 0), freq(k)) for k, e in rep.mem.items()]
+        if rep.agings != rep.frequency.agings:  # every popularity count changed
+            rep.agings = rep.frequency.agings
+            rep.mem_entries.clear()
+            rep.disk_entries.clear()
+        mem, cached = rep.mem, rep.mem_entries
+        for k in rep.mem_dirty:
+            cached.pop(k, None)
+        rep.mem_dirty.clear()
+        for k, e in mem.items():
+            if k not in cached:
+                cached[k] = eviction.CacheEntry(k, e[0], e[1], e[2] + (1 if e[3] else 0), freq(k))
+        entries = [cached[k] for k in mem]  # the cache's own (insertion) order, as the policy's ties need
         decision = eviction.plan_eviction(entries, api.mem_budget, api.size)
         if decision.verdict is eviction.Verdict.TOO_LARGE:
             n = len(waiters)
             api.stats.rejected += n
             rep.in_flight -= n
+            if not rep.draining:
+                self.load[api.index] -= n
             self.in_flight[api.index] -= n
             return
         rep.loading[key] = waiters
@@ -408,22 +474,38 @@ class DataPlane:
             if key not in rep.blocked:
                 rep.blocked.append(key)
             return
+        holding = self.holding[api.index]
         for k in decision.evict:
             del rep.mem[k]
+            cached.pop(k, None)
             rep.held.discard(k.encode())
+            holders = holding.get(api.model_of[k])
+            if holders is not None:
+                holders.discard(rep)
         rep.mem[key] = [api.size, now_s, len(waiters), True]
+        rep.mem_dirty.add(key)
         dur = api.load_s
         on_disk = rep.disk.get(key)
+        rep.disk_dirty.add(key)
         if on_disk is not None:
             on_disk[1] = now_s
         else:
             dur += api.download_s
-            disk = [eviction.CacheEntry(k, e[0], e[1], 0, freq(k)) for k, e in rep.disk.items()]
+            disk_cached = rep.disk_entries
+            for k in rep.disk_dirty:
+                disk_cached.pop(k, None)
+            rep.disk_dirty.clear()
+            for k, e in rep.disk.items():
+                if k not in disk_cached:
+                    disk_cached[k] = eviction.CacheEntry(k, e[0], e[1], 0, freq(k))
+            disk = [disk_cached[k] for k in rep.disk]
             d = eviction.plan_eviction(disk, api.disk_budget, api.size)
             if d.fits:
                 for k in d.evict:
                     del rep.disk[k]
+                    disk_cached.pop(k, None)
                 rep.disk[key] = [api.size, now_s]
+                rep.disk_dirty.add(key)
         self.seq += 1
         heappush(self.heap, (now_s + dur, self.seq, LOADED, rep, key))
 
@@ -438,6 +520,8 @@ class DataPlane:
         entry = rep.mem[key]
         entry[1] = now_s
         entry[3] = False
+        rep.mem_dirty.add(key)
         rep.held.add(key.encode())
+        self.holding[rep.api.index].setdefault(rep.api.model_of[key], set()).add(rep)
         rep.queue.extend(rep.loading.pop(key))
         self._pump(rep, now_s)
