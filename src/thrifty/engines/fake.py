@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
-from thrifty.engines.base import NodePlacement, ReplicaLaunch, ReplicaObservation
+from thrifty.engines.base import NodePlacement, ObservedState, ReplicaLaunch, ReplicaObservation
 from thrifty.engines.identity import ProcessIdentity
 
 
@@ -60,28 +60,32 @@ class FakeEngine:
     def observe(self) -> list[ReplicaObservation]:
         now = self._clock()
         out = []
-        for rid, rep in list(self._replicas.items()):
+        gone = []
+        for rid, rep in self._replicas.items():
             if rep.stop_at_s is not None and now >= rep.stop_at_s:
-                del self._replicas[rid]
+                gone.append(rid)
                 continue
-            base = ReplicaObservation(
-                replica_id=rid,
-                api=rep.launch.api,
-                revision=rep.launch.revision,
-                state="starting",
-                started_s=rep.started_s,
-                port=rep.port,
-                pid=None,
-            )
+            state: ObservedState
+            exit_code, error = None, None
             if rep.exit_code is not None:
-                out.append(replace(base, state="exited", exit_code=rep.exit_code, error=rep.error))
+                state, exit_code, error = "exited", rep.exit_code, rep.error
             elif rep.stop_at_s is not None:
-                out.append(replace(base, state="stopping"))
+                state = "stopping"
             elif now - rep.started_s >= rep.ready_after_s:
-                out.append(replace(base, state="ready"))
+                state = "ready"
             else:
-                out.append(base)
+                state = "starting"
+            launch = rep.launch
+            out.append(ReplicaObservation(rid, launch.api, launch.revision, state, rep.started_s, port=rep.port,
+                                          exit_code=exit_code, error=error))  # fmt: skip
+        for rid in gone:
+            del self._replicas[rid]
         return out
+
+    def running(self) -> list[str]:
+        """Replicas starting or ready (what ``observe`` reports as such), without building observations."""
+        return [rid for rid, rep in self._replicas.items()
+                if rep.exit_code is None and rep.stop_at_s is None]  # fmt: skip
 
     def forget(self, replica_id: str) -> None:
         self._replicas.pop(replica_id, None)

@@ -150,9 +150,9 @@ class OperatorControlPlane:
         self.cloud.launch_delay_s = 0.0 if obs.warm else self.launch_delay_s
         # The world -> the fakes: the gateway's in-flight counts, replicas lost with their node, spot notices.
         alive = {r.id for r in obs.replicas}
-        for o in self.engine.observe():
-            if o.state in ("starting", "ready") and o.replica_id not in alive:
-                self.engine.crash(o.replica_id, 137, {"message": "the replica's node went away"})
+        for rid in self.engine.running():
+            if rid not in alive:
+                self.engine.crash(rid, 137, {"message": "the replica's node went away"})
         for node_id, notice_s in obs.noticed:
             drive(self.cloud.preempt(node_id, notice_s))
         stats = {"apis": {name: {"in_flight": value} for name, value in obs.in_flight.items()}}

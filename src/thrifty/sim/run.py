@@ -76,6 +76,7 @@ class Simulation:
         self.starting: list[tuple[float, SimReplica]] = []
         self.rng = random.Random(scenario.seed + 1)
         self.noticed: list[tuple[str, float]] = []
+        self._requests: dict[int, ReplicaRequest] = {}  # per API: what a replica asks of its node
         self.result = RunResult(strategy, scenario.duration, self.apis,
                                 node_seconds={p: 0.0 for p in self.pools}, dollars={p: 0.0 for p in self.pools},
                                 replica_seconds={a.name: 0.0 for a in self.apis})  # fmt: skip
@@ -131,7 +132,10 @@ class Simulation:
         return Observation(in_flight, views, reps, noticed, warm, busy)
 
     def control_request(self, rep: SimReplica) -> ReplicaRequest:
-        return request_of(rep.api.config.compute)
+        req = self._requests.get(rep.api.index)
+        if req is None:
+            req = self._requests[rep.api.index] = request_of(rep.api.config.compute)
+        return req
 
     # -- the loop ----------------------------------------------------------------------------------------
 
