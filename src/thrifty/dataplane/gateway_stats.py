@@ -16,7 +16,7 @@ from prometheus_client.registry import Collector
 if TYPE_CHECKING:
     from thrifty.dataplane.gateway_routes import ApiRoute
     from thrifty.dataplane.gateway_splitters import SplitterRoute
-    from thrifty.dataplane.http_server import HttpServerStats
+    from thrifty.dataplane.http_limits import HttpServerStats
 
 LATENCY_BOUNDS_S: tuple[float, ...] = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,

@@ -10,7 +10,7 @@ Errors say what a retry may assume:
   never saw the request, so another replica may take it.
 - ``UpstreamResetError``: the connection closed or reset before a single response byte; the replica may or
   may not have started on the request (it may have crashed on it). The gateway retries it elsewhere, a
-  bounded number of times (``gateway.RESET_RETRIES``).
+  bounded number of times (``gateway_proxy.RESET_RETRIES``).
 - ``UpstreamBadResponseError``: the connection closed mid-response or the response was malformed (a response
   that had started: never retried).
 - ``UpstreamTimeoutError``: no complete response within the time allowed.
