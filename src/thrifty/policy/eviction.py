@@ -25,6 +25,7 @@ import heapq
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from operator import attrgetter
 from typing import Any
 
 
@@ -97,6 +98,9 @@ class EvictionDecision:
         return self.verdict in (Verdict.FITS, Verdict.EVICT)
 
 
+_size = attrgetter("size_bytes")
+
+
 def _rank(e: CacheEntry) -> tuple[float, float]:
     return (e.frequency, e.last_used)
 
@@ -107,9 +111,9 @@ def plan_eviction(entries: Sequence[CacheEntry], budget: CacheBudget, incoming_b
     ``entries`` must not contain the incoming item itself.
     """
     count_before = len(entries)
-    bytes_before = sum(e.size_bytes for e in entries)
+    bytes_before = sum(map(_size, entries))
     pinned = [e for e in entries if e.pins > 0]
-    pinned_bytes = sum(e.size_bytes for e in pinned)
+    pinned_bytes = sum(map(_size, pinned))
     need_count = 0 if budget.max_count is None else max(0, count_before + 1 - budget.max_count)
     need_bytes = 0 if budget.max_bytes is None else max(0, bytes_before + incoming_bytes - budget.max_bytes)
 

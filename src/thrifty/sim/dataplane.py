@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 import random
 from array import array
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from heapq import heappop, heappush
@@ -287,6 +287,8 @@ class DataPlane:
         heap = self.heap
         api_models = self.apis
         n = len(times)
+        for a, count in Counter(apis).items():
+            api_models[a].stats.arrived += count
         i = 0
         next_t = times[0] if n else INF
         while True:
@@ -305,9 +307,7 @@ class DataPlane:
             else:
                 if i >= n:
                     break
-                api = api_models[apis[i]]
-                api.stats.arrived += 1
-                self._route(api, next_t, (next_t, models[i], zs[i]))
+                self._route(api_models[apis[i]], next_t, (next_t, models[i], zs[i]))
                 i += 1
                 next_t = times[i] if i < n else INF
 
