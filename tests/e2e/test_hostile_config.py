@@ -30,6 +30,12 @@ PREDICTOR = (
 HEAD = "apis:\n  - name: hostile\n    predictor:\n      config:\n"
 
 
+# Refusal must not depend on expanding the document: an unguarded bomb took 15 s to 38 s here. The bound
+# is loose so that a loaded CI machine does not fail it; the measured times (about 1 ms in the loader,
+# under 0.7 s through the operator) are in benchmarks/RESULTS.md.
+REFUSAL_BOUND_S = 5.0
+
+
 def alias_bomb(levels: int) -> str:
     lines = ['        l0: &l0 "lol"']
     lines += [f"        l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * 10) + "]" for i in range(1, levels + 1)]
@@ -101,11 +107,11 @@ def test_hostile_configs_are_refused_at_once_and_leave_the_operator_alone(platfo
             assert setting in proc.stderr and "thrifty.yaml" in proc.stderr
             assert seconds < 10, f"{verb} {name} took {seconds:.1f}s"
 
-        # The same calls in-process, and the operator's own admin API on a raw upload: under a second each.
+        # The same calls in-process, and the operator's own admin API on a raw upload (measured: well under a second).
         seconds, err = timed(lambda folder=folder: Client.validate(folder))
-        assert seconds < 1.0 and setting in str(err), (name, seconds, err)
+        assert seconds < REFUSAL_BOUND_S and setting in str(err), (name, seconds, err)
         seconds, err = timed(lambda folder=folder: client.deploy(folder))
-        assert seconds < 1.0 and setting in str(err), (name, seconds, err)
+        assert seconds < REFUSAL_BOUND_S and setting in str(err), (name, seconds, err)
         body = archive_of(folder)
         seconds, resp = timed(
             lambda body=body: httpx.post(
@@ -114,13 +120,13 @@ def test_hostile_configs_are_refused_at_once_and_leave_the_operator_alone(platfo
         )
         assert resp.status_code == 400, resp.text
         assert resp.json()["error"] == "config_invalid" and setting in resp.json()["message"]
-        assert seconds < 1.0, f"the operator took {seconds:.2f}s to refuse {name}"
+        assert seconds < REFUSAL_BOUND_S, f"the operator took {seconds:.2f}s to refuse {name}"
 
     rss_after, cpu_after = operator_usage(platform.home)
     assert rss_after - rss_before < 50 * 2**20, f"operator RSS grew by {(rss_after - rss_before) / 2**20:.0f} MiB"
     assert cpu_after - cpu_before < 5.0, f"operator used {cpu_after - cpu_before:.1f}s of CPU"
     seconds, apis = timed(client.list_apis)
-    assert seconds < 1.0 and [a["name"] for a in apis] == ["echo"]
+    assert seconds < REFUSAL_BOUND_S and [a["name"] for a in apis] == ["echo"]
     assert http.post("/echo", json={"x": 2}).json() == {"echo": {"x": 2}}
     http.close()
     client.close()

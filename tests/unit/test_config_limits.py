@@ -15,6 +15,12 @@ from thrifty.errors import ConfigError
 HEAD = "apis:\n  - name: bomb\n    predictor:\n      config:\n"
 
 
+# Refusal must not depend on expanding the document: an unguarded bomb took 15 s to 38 s here. The bound
+# is loose so that a loaded CI machine does not fail it; the measured times (about 1 ms in the loader,
+# under 0.7 s through the operator) are in benchmarks/RESULTS.md.
+REFUSAL_BOUND_S = 5.0
+
+
 def alias_bomb(levels: int, width: int = 10) -> str:
     """The 'billion laughs' shape: each anchor lists the previous one ``width`` times."""
     lines = ['        l0: &l0 "lol"']
@@ -56,7 +62,7 @@ def test_hostile_config_is_refused_at_once_naming_the_limit(name: str, tmp_path:
     with pytest.raises(ConfigError) as err:
         load_config(tmp_path)
     elapsed_s = time.perf_counter() - started
-    assert elapsed_s < 1.0, f"{name} took {elapsed_s:.2f}s to refuse"
+    assert elapsed_s < REFUSAL_BOUND_S, f"{name} took {elapsed_s:.2f}s to refuse"
     assert err.value.exit_code == 2
     assert setting in err.value.message
     assert err.value.details["setting"] == setting

@@ -26,6 +26,12 @@ PREDICTOR = (
 )
 
 
+# Refusal must not depend on expanding the document: an unguarded bomb took 15 s to 38 s here. The bound
+# is loose so that a loaded CI machine does not fail it; the measured times (about 1 ms in the loader,
+# under 0.7 s through the operator) are in benchmarks/RESULTS.md.
+REFUSAL_BOUND_S = 5.0
+
+
 class Clock:
     def __init__(self) -> None:
         self.now = 1000.0
@@ -78,7 +84,7 @@ async def test_operator_refuses_a_hostile_upload_itself(env: Any, config: str) -
     started = time.perf_counter()
     with pytest.raises(ConfigError, match="THRIFTY_MAX_CONFIG_"):
         await op.deploy(archive)
-    assert time.perf_counter() - started < 1.0
+    assert time.perf_counter() - started < REFUSAL_BOUND_S
     assert op.apis == {} and engine.started == []
 
 
@@ -88,7 +94,7 @@ async def test_operator_refuses_a_50mb_config_without_reading_it(env: Any) -> No
     started = time.perf_counter()
     with pytest.raises(ConfigError, match=r"thrifty.yaml: the file has 52428803 bytes; the limit is"):
         await op.deploy(archive)
-    assert time.perf_counter() - started < 1.0
+    assert time.perf_counter() - started < REFUSAL_BOUND_S
 
 
 async def test_total_number_of_apis_is_bounded(env: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
