@@ -375,6 +375,9 @@ class DataPlane:
             api.stats.hits += 1
             entry[1] = now_s
             entry[2] += 1
+        if api.batching is None and not rep.queue and rep.calls < api.max_calls:
+            self._start(rep, now_s, [req])  # what _pump would do with this one request: run it now
+            return
         rep.queue.append(req)
         self._pump(rep, now_s)
 
@@ -441,7 +444,8 @@ class DataPlane:
         if rep.draining and rep.in_flight == 0:
             self._gone(rep, now_s)
             return
-        self._pump(rep, now_s)
+        if rep.queue:
+            self._pump(rep, now_s)
 
     # -- model cache -------------------------------------------------------------------------------------
 
