@@ -178,3 +178,28 @@ def test_pinned_rare_entry_is_skipped_for_the_next_least_frequent() -> None:
         CacheEntry("popular", 1, last_used=2.0, frequency=9.0),
     ]
     assert plan_eviction(entries, CacheBudget(max_count=2), 1).evict == ("popular",)
+
+
+def test_count_budget_shortcut_matches_a_full_sort_on_random_caches() -> None:
+    """With a count budget only the victims come from min()/nsmallest(): the same keys as the stable sort."""
+    import random
+
+    rng = random.Random(3)
+    for _ in range(2000):
+        n = rng.randint(0, 12)
+        cache = [
+            CacheEntry(f"m{i}", 1, float(rng.randint(0, 5)), rng.choice((0, 0, 0, 1)), float(rng.randint(0, 3)))
+            for i in range(n)
+        ]
+        budget = CacheBudget(max_count=rng.randint(1, 10))
+        decision = plan_eviction(cache, budget, 1)
+        need = max(0, n + 1 - (budget.max_count or 0))
+        ranked = sorted((e for e in cache if e.pins == 0), key=lambda e: (e.frequency, e.last_used))
+        if need == 0:
+            assert decision.verdict is Verdict.FITS
+        elif len(ranked) >= need:
+            assert decision.verdict is Verdict.EVICT
+            assert decision.evict == tuple(e.key for e in ranked[:need])
+            assert decision.reason.bytes_after == n - need + 1
+        else:
+            assert decision.verdict is Verdict.BLOCKED_BY_PINS

@@ -98,3 +98,36 @@ def test_rendezvous_spreads_models_evenly_and_moves_few_when_a_replica_goes() ->
     moved = [m for m in models if first[m] != after[m]]
     assert all(first[m] == ids[3] for m in moved)  # only the models of the replica that left move
     assert len(moved) == shares[ids[3]]
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def test_caller_bookkeeping_gives_the_same_choice(case: Case) -> None:
+    """holders= and load= (the cost simulator's precomputation) change nothing in the table above."""
+    now = case.now
+    usable = [i for i, r in enumerate(case.reps) if not r.draining and r.ejected_until <= now and i not in case.tried]
+    holders = [i for i in case.order if M in case.reps[i].held]
+    load = (len(usable), sum(case.reps[i].in_flight for i in usable))
+    got = choose_model_replica(case.reps, M, case.order, now, case.tried, holders=holders, load=load)
+    assert got == case.expect
+
+
+def test_caller_bookkeeping_matches_the_scan_on_random_fleets() -> None:
+    import random
+
+    rng = random.Random(7)
+    for _ in range(2000):
+        n = rng.randint(1, 8)
+        reps = [
+            Rep(in_flight=rng.randint(0, 6), held=H if rng.random() < 0.4 else holds(),
+                draining=rng.random() < 0.15, ejected_until=2.0 if rng.random() < 0.1 else 0.0,
+                slots=rng.randint(1, 3))
+            for _ in range(n)
+        ]  # fmt: skip
+        order = rendezvous_order(M, [f"r{i}" for i in range(n)])
+        tried = frozenset(i for i in range(n) if rng.random() < 0.1)
+        usable = [i for i, r in enumerate(reps) if not r.draining and r.ejected_until <= 1.0 and i not in tried]
+        holders = [i for i in order if M in reps[i].held]
+        load = (len(usable), sum(reps[i].in_flight for i in usable))
+        assert choose_model_replica(reps, M, order, 1.0, tried, holders=holders, load=load) == choose_model_replica(
+            reps, M, order, 1.0, tried
+        )
