@@ -60,6 +60,7 @@ from thrifty.spec import ApiSpec
 log = logging.getLogger("thrifty.operator")
 
 PROJECT_GC_INTERVAL_S = 60.0
+LOST_WITH_NODE_KEEP_S = 600.0  # longer than a request waits for the verdict (its timeout)
 REPLICA_DRAIN_MARGIN_S = 5.0
 
 
@@ -95,6 +96,9 @@ class Operator:
         self._tasks: list[asyncio.Task[None]] = []
         self._wake = asyncio.Event()
         self._api_keys: dict[str, list[str]] = {}
+        # Replicas that exited because their node went away (not crashes), when: listed to the gateway as
+        # lost_with_node for a while, so that requests they cut off do not count against its poison bound.
+        self._lost_with_node: dict[str, tuple[str, float]] = {}
         self.autoscaler = Autoscaler()
         self.splitters = Splitters(store, clock)  # deployed splitters, their routes and canaries
         self._deploy_lock = asyncio.Lock()
@@ -286,6 +290,7 @@ class Operator:
                 self.engine.forget(obs.replica_id)
                 if self.cluster is not None and self.cluster.lost_with_node(obs.replica_id):
                     # Its node was given back or reclaimed: not a crash, no restart backoff.
+                    self._lost_with_node[obs.replica_id] = (obs.api, self.mono())
                     self.store.add_event(obs.api, "replica_lost", f"{obs.replica_id}: its node went away",
                                          self.clock(), {"node": self.cluster.node_of(obs.replica_id)})  # fmt: skip
                 else:
@@ -410,10 +415,17 @@ class Operator:
         self.actions.recorded &= seen
 
     def routes_table(self, observed: list[ReplicaObservation], stopping: set[str]) -> dict[str, Any]:
+        now = self.mono()
+        for rid, (_, at) in list(self._lost_with_node.items()):
+            if now - at > LOST_WITH_NODE_KEEP_S:
+                del self._lost_with_node[rid]
         apis = {
             name: route_entry(rt, [o for o in observed if o.api == name], stopping, self._api_keys.get(name, []))
             for name, rt in self.apis.items()
         }
+        for rid, (api, _) in self._lost_with_node.items():
+            if api in apis:
+                apis[api].setdefault("lost_with_node", []).append(rid)
         return {"apis": apis, "splitters": self.splitters.routes()}
 
     # metrics -------------------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ class ColdStartHold:
         self._ready: dict[bytes, asyncio.Event] = {}
         self._held: dict[bytes, int] = {}
         self._routes: dict[bytes, ApiRoute] = {}
+        self._next_table: asyncio.Event | None = None
 
     def held(self, name: bytes) -> int:
         return self._held.get(name, 0)
@@ -33,6 +34,9 @@ class ColdStartHold:
     def routes_changed(self, routes: dict[bytes, ApiRoute]) -> None:
         """Release the requests held for every API that now has a ready replica (or no longer exists)."""
         self._routes = routes
+        if self._next_table is not None:
+            self._next_table.set()
+            self._next_table = None
         for name in list(self._ready):
             route = routes.get(name)
             if route is None or route.replicas_ready:
@@ -57,6 +61,17 @@ class ColdStartHold:
         if current is None:
             return error_response(404, "api_not_found", f"{route.name!r} was deleted while starting", rid)
         return current
+
+    async def wait_table(self, timeout_s: float) -> bool:
+        """Wait for the next routing table, whatever it holds; False on timeout."""
+        event = self._next_table
+        if event is None:
+            event = self._next_table = asyncio.Event()
+        try:
+            await asyncio.wait_for(event.wait(), max(0.0, timeout_s))
+        except TimeoutError:
+            return False
+        return True
 
     async def wait_ready(self, name: bytes, timeout_s: float) -> bool:
         """Wait until a routing table lists a ready replica of ``name`` (or drops the API); False on timeout.

@@ -10,7 +10,11 @@
   prediction is read-only, so running it again elsewhere is safe; a response that had started is never
   retried (502). Resets from replicas that are not draining are bounded: a request is retried after at most
   ``reset_retries`` of them (default 1), so a poison request, one that crashes every replica it reaches,
-  kills at most ``1 + reset_retries`` replicas and then gets 502.
+  kills at most ``1 + reset_retries`` replicas and then gets 502. A reset from a replica the platform lost
+  with its node (a hard spot kill: every replica of the node resets at once) is no sign of poison: at the
+  bound the request waits, sent nowhere, for the operator's verdict in the next tables (the replica listed in
+  ``lost_with_node`` or draining: not counted, retried; the replica gone from the table without that: a
+  crash, 502), within its own deadline.
 - No replica can take the request and the API recently lost one (a crash): the request waits a moment for
   its replacement (``ColdStartHold.wait_ready``), within its own timeout; then 503 + Retry-After. A table
   whose replicas are all draining (a deliberate stop) gets 503 + Retry-After at once.
@@ -123,6 +127,7 @@ class ReplicaProxy:
         now = start
         why = "no replica is ready"
         again = False
+        suspect = False  # the last attempt was reset by a replica not known to be draining or lost with its node
         busy = False  # a replica said its model cache is busy: alive, so no crash to wait out
         while True:
             if again:
@@ -161,8 +166,7 @@ class ReplicaProxy:
                 if not rep.draining:
                     current.lost_s = self._clock()
                     cut = (*cut, rep)
-                    if len(cut) > self._reset_retries:
-                        return _upstream_failed(rid, f"{why} (after {len(cut)} replicas did; not retried again)")
+                    suspect = len(cut) > self._reset_retries
             except UpstreamTimeoutError:
                 return error_response(504, "timeout", "no response within the API's request timeout", rid)
             except UpstreamError as exc:
@@ -182,11 +186,16 @@ class ReplicaProxy:
                     return _relay(up)
             finally:
                 rep.in_flight -= 1
+            if suspect:
+                suspect = False
+                if not await self._lost_with_node(route.name_bytes, cut, deadline):
+                    return _upstream_failed(rid, f"{why} (after {len(cut)} replicas did; not retried again)")
             tried.append(rep)
             route.stats.retries += 1
             now = self._clock()
             again = True
-        if cut:  # cut off, and no other replica took it: the crash may well have been this request's doing
+        last = self.routes.get(route.name_bytes, route)
+        if any(not _forgiven(r, last) for r in cut):  # cut off, no other replica took it: maybe its doing
             return _upstream_failed(rid, f"{why}; no other replica could take the request")
         return error_response(
             503, "no_replica_available", f"no replica of {route.name!r} can take the request ({why})", rid, RETRY_AFTER
@@ -212,6 +221,26 @@ class ReplicaProxy:
         headers = [(n, v) for n, v in up.headers if n not in _RESPONSE_DROP]
         return StreamResponse(up.status, stream, None, headers)
 
+    async def _lost_with_node(self, name: bytes, cut: tuple[ReplicaState, ...], deadline: float) -> bool:
+        """More replicas reset the request than the poison bound allows: wait (the request sent nowhere) for
+        the operator's verdict on them, within the request's deadline. True: enough of them were lost with
+        their node (``lost_with_node``, or marked draining) to retry it; False (502): more than the bound
+        crashed (left the table without being listed as lost with their node), the API is gone, or time ran
+        out."""
+        while True:
+            current = self.routes.get(name)
+            if current is None:
+                return False
+            suspects = [r for r in cut if not _forgiven(r, current)]
+            if len(suspects) <= self._reset_retries:
+                return True
+            listed = {r.id for r in current.replicas}
+            if sum(1 for r in suspects if r.id not in listed) > self._reset_retries:
+                return False
+            remaining = deadline - self._clock()
+            if remaining <= 0 or not await self._cold.wait_table(remaining):
+                return False
+
     async def _wait_for_replica(self, route: ApiRoute, remaining_s: float) -> bool:
         """No replica can take a request now: if the API recently lost a replica (a crash), wait a moment for
         one (its replacement, an ejection running out), within the request's deadline. False: answer now.
@@ -229,6 +258,11 @@ class ReplicaProxy:
         # Woken by a table with a ready replica; else retried when an ejection (_EJECT_S) may have run out.
         await self._cold.wait_ready(route.name_bytes, min(remaining_s, _EJECT_S))
         return True
+
+
+def _forgiven(rep: ReplicaState, route: ApiRoute) -> bool:
+    """A reset from this replica is no sign of a poison request: it drains, or went away with its node."""
+    return rep.draining or rep.id in route.lost_with_node
 
 
 def _upstream_failed(rid: bytes, why: str) -> Response:

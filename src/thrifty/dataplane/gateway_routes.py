@@ -46,6 +46,9 @@ class ApiRouteDoc(_Doc):
     multi_model: bool = False
     # v2: also served at /v2/models/<api>/... (the Open Inference Protocol), the path forwarded as it is.
     protocol: Literal["thrifty", "v2"] = "thrifty"
+    # Replicas the platform lost with their node (a spot reclaim, a node given back), not crashes: a request
+    # they cut off does not count against the poison bound (``gateway_proxy.RESET_RETRIES``).
+    lost_with_node: list[str] = Field(default_factory=list)
 
 
 class SplitterBackendDoc(_Doc):
@@ -103,7 +106,8 @@ class ReplicaState:
 
 class ApiRoute:
     __slots__ = (
-        "cold_start_timeout_s", "hold_when_empty", "key_hashes", "lost_s", "max_cold_queue", "max_payload",
+        "cold_start_timeout_s", "hold_when_empty", "key_hashes", "lost_s", "lost_with_node", "max_cold_queue",
+        "max_payload",
         "model_orders", "multi_model", "name", "name_bytes", "replicas", "stats", "stream_idle_timeout_s", "timeout_s",
         "v2",
     )  # fmt: skip
@@ -139,6 +143,7 @@ class ApiRoute:
         # When a replica was last lost (refused a connection, reset a request, or left the table without
         # draining first: a crash): until a replacement is listed, requests wait for it instead of a 503.
         self.lost_s: float | None = None
+        self.lost_with_node: frozenset[str] = frozenset()  # replica ids the platform lost with their node
 
     @property
     def replicas_ready(self) -> int:
@@ -174,6 +179,7 @@ def build_routes(doc: RoutesDoc, old: dict[bytes, ApiRoute], now_s: float = 0.0)
             v2=api.protocol == "v2",
         )
         new[key].stream_idle_timeout_s = api.stream_idle_timeout_s
+        new[key].lost_with_node = frozenset(api.lost_with_node)
         if prev is not None:
             route = new[key]
             route.lost_s = prev.lost_s

@@ -94,10 +94,18 @@ async def test_poison_request_kills_at_most_two_replicas_then_502(
 ) -> None:
     rows = await start_replicas(tmp_path, procs, client, 3)
     gateway.set_routes(test_api={"replicas": rows})
-    resp = await client.post(f"{gateway.url}/test-api", json={"exit": 1})  # crashes any replica it reaches
-    assert resp.status_code == 502 and resp.json()["error"] == "upstream_failed"
+    pending = asyncio.create_task(client.post(f"{gateway.url}/test-api", json={"exit": 1}))  # crashes any replica
     # The first replica it reached and the one it was retried on (1 + RESET_RETRIES) exit; the third never saw it.
     await eventually(lambda: sum(p.proc.returncode is not None for p in procs) == 2, timeout_s=10)
+    assert [p.proc.returncode for p in procs].count(1) == 2
+    # At the bound the request waits, sent nowhere, for the operator's verdict: its next table drops the two
+    # as crashes (not listed as lost with their node), and the request gets 502.
+    assert not pending.done()
+    gateway.set_routes(
+        test_api={"replicas": [r for r, p in zip(rows, procs, strict=True) if p.proc.returncode is None]}
+    )
+    resp = await asyncio.wait_for(pending, 10)
+    assert resp.status_code == 502 and resp.json()["error"] == "upstream_failed"
     assert [p.proc.returncode for p in procs].count(1) == 2
     assert _api_stats(gateway, "test-api")["retries"] == 1
     ok = await client.post(f"{gateway.url}/test-api", json={"a": 1})  # the last replica still serves
@@ -169,3 +177,44 @@ async def test_a_draining_table_is_answered_at_once_even_after_a_loss(
     assert gateway.app.routes[b"test-api"].lost_s is not None
     resp = await client.post(f"{gateway.url}/test-api", json={})
     assert resp.status_code == 503 and resp.json()["error"] == "no_replica_available"
+
+
+async def _resetting_replica() -> tuple[asyncio.Server, int]:
+    """A replica whose node is being taken away: it reads a request and closes the connection unanswered."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.transport.abort()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    return server, int(server.sockets[0].getsockname()[1])
+
+
+@pytest.mark.parametrize("verdict", ["lost_with_node", "crash"])
+async def test_two_replicas_cut_off_by_their_node_going_away_are_no_poison(
+    gateway: RunningGateway, start_replica: ReplicaFactory, client: httpx.AsyncClient, verdict: str
+) -> None:
+    """A hard spot kill takes a node and every replica on it: a request reset by two of them waits for the
+    operator's verdict instead of 502. Lost with their node: retried on the replacement (200). Gone as crashes:
+    the poison bound holds (502), and the replacement never sees the request."""
+    servers = [await _resetting_replica() for _ in range(2)]
+    try:
+        rows = [{"id": f"n{i}", "host": "127.0.0.1", "port": port, "draining": False} for i, (_, port) in
+                enumerate(servers)]  # fmt: skip
+        gateway.set_routes(test_api={"replicas": rows})
+        pending = asyncio.create_task(client.post(f"{gateway.url}/test-api", json={"a": 1}))
+        route = gateway.app.routes[b"test-api"]
+        await eventually(lambda: route.stats.retries == 1 and route.stats.in_flight == 1)
+        assert not pending.done()  # both reset it: at the poison bound, waiting for the verdict
+        live = await start_replica(api_config("Echo"), "replacement")
+        lost = ["n0", "n1"] if verdict == "lost_with_node" else []
+        gateway.set_routes(test_api={"replicas": [live], "lost_with_node": lost})
+        resp = await asyncio.wait_for(pending, 10)
+        if verdict == "lost_with_node":
+            assert resp.status_code == 200 and resp.json() == {"payload": {"a": 1}, "type": "dict"}
+        else:
+            assert resp.status_code == 502 and resp.json()["error"] == "upstream_failed"
+            assert live.app.stats()["requests"] == {"2xx": 0, "4xx": 0, "5xx": 0}
+    finally:
+        for server, _ in servers:
+            server.close()
