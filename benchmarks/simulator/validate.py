@@ -23,13 +23,22 @@ is inside the simulated service time). The replica's cold start in the simulator
 first deploy (from the deploy call to the replica ready) less the cluster's launch delay.
 
 Compared: replica-seconds (ready replicas integrated over the run), node-seconds, latency p50/p99 (client-measured
-vs simulated, served requests). The bar (issue 11): within 15% on replica-seconds and 25% on p50.
+vs simulated, served requests). The bar (issue 11): within 15% on replica-seconds and 25% on p50. The simulator
+runs twice: as shipped, and with its autoscaler fed the 1-s average in-flight count that the real gateway's
+``in_flight_seconds`` integral gives the real operator (see :class:`SampledSimulation`); the exit status is 0 only
+when the simulator as shipped meets the bar.
+
+``--save-real FILE`` keeps the real run's measurements; ``--load-real FILE`` recomputes the comparison from them
+(seconds, no platform), e.g. after a simulator change.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
+import dataclasses
+import json
 import math
 import os
 import platform
@@ -58,6 +67,7 @@ DEFAULT_SCENARIO = HERE / "validation" / "scenario.yaml"
 DEFAULT_OUT = HERE / "RESULTS-validation.md"
 THRIFTY = str(Path(sys.executable).parent / "thrifty")
 SAMPLE_S = 0.5
+SUBSTEP_S = 0.02
 CALIBRATION_RATE = 4.0
 CALIBRATION_S = 15.0
 BAR_REPLICA = 15.0
@@ -220,23 +230,54 @@ def pct(values: list[float] | np.ndarray, q: float) -> float:
 
 class SampledSimulation(Simulation):
     """The simulator as is, with its replica and node counts read at every control tick (what the real run's
-    sampler reads every 0.5 s)."""
+    sampler reads every 0.5 s).
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    ``averaged``: the autoscaler is fed the average in-flight count over the last control interval (the data
+    plane advanced in SUBSTEP_S steps, in-flight read after each) instead of the instantaneous count at the
+    tick that ``thrifty.sim.control`` passes today. The real gateway reports a cumulative in-flight integral
+    (``in_flight_seconds``), so the real operator sees that average (``control/scaling.py``); this option shows
+    what the simulator gives once its signal is the same.
+    """
+
+    def __init__(self, *args: Any, averaged: bool = False, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.series = Series()
+        self.averaged = averaged
+        self.mean_in_flight: list[float] | None = None
+        if averaged:
+            inner = self.dp.advance
+            dt = float(self.sc.control_interval)
+            steps = max(1, round(dt / SUBSTEP_S))
+
+            def advance(times: Any, apis: Any, models: Any, zs: Any, until_s: float) -> None:
+                start = until_s - dt
+                acc = [0.0] * len(self.apis)
+                j = 0
+                for k in range(1, steps + 1):
+                    edge = start + k * dt / steps
+                    m = bisect.bisect_left(times, edge, lo=j) if k < steps else len(times)
+                    inner(times[j:m], apis[j:m], models[j:m], zs[j:m], edge)
+                    j = m
+                    for i in range(len(acc)):
+                        acc[i] += self.dp.in_flight[i] / steps
+                self.mean_in_flight = acc
+
+            self.dp.advance = advance  # type: ignore[method-assign]
 
     def _observe(self, now_s: float, warm: bool = False) -> Observation:
         if not warm:
             ready = sum(1 for r in self.replicas.values() if r.ready and not r.draining)
             self.series.add(now_s, ready, len(self.replicas), len(self.nodes))
-        return super()._observe(now_s, warm)
+        obs = super()._observe(now_s, warm)
+        if self.mean_in_flight is not None:
+            obs = dataclasses.replace(obs, in_flight={a.name: self.mean_in_flight[a.index] for a in self.apis})
+        return obs
 
 
-def simulate(scenario: ScenarioConfig, arrivals: Arrivals) -> tuple[SampledSimulation, RunResult]:
+def simulate(scenario: ScenarioConfig, arrivals: Arrivals, averaged: bool) -> tuple[SampledSimulation, RunResult]:
     """The scenario as written (the configuration the real platform runs; no strategy transform), through the
     operator's own control plane."""
-    sim = SampledSimulation(scenario, arrivals, OperatorControlPlane(scenario), "validation")
+    sim = SampledSimulation(scenario, arrivals, OperatorControlPlane(scenario), "validation", averaged=averaged)
     return sim, sim.run()
 
 
@@ -251,28 +292,13 @@ def fmt(v: float, unit: str = "") -> str:
     return "n/a" if math.isnan(v) else f"{v:,.1f}{unit}"
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("scenario", type=Path, nargs="?", default=DEFAULT_SCENARIO)
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="markdown results file")
-    parser.add_argument("--no-calibrate", action="store_true", help="keep the scenario's service time and cold start")
-    parser.add_argument("--keep", action="store_true", help="keep the platform's temporary home (logs)")
-    args = parser.parse_args(argv)
-
-    scenario = load_scenario(args.scenario)
-    raw = yaml.safe_load(args.scenario.read_text())
-    arrivals = arrivals_for(scenario, trace_path(args.scenario, scenario))
-    if len(scenario.apis) != 1:
-        print("validate.py replays single-API scenarios", file=sys.stderr)
-        return 2
+def run_real(
+    args: argparse.Namespace, scenario: ScenarioConfig, raw: dict[str, Any], arrivals: Arrivals
+) -> dict[str, Any]:
     api = scenario.apis[0].name
-    svc = scenario.service[api]
     duration = float(scenario.duration)
-    print(f"{scenario.name}: {len(arrivals)} arrivals over {duration:g} s", file=sys.stderr)
-
     plat = Platform(args.scenario, raw)
     series = Series()
-    calib: dict[str, float] = {}
     try:
         deploy_s = plat.up()
         url = f"{plat.gateway}/{api}"
@@ -297,94 +323,202 @@ def main(argv: list[str] | None = None) -> int:
         sampler.join(timeout=15)
     finally:
         plat.down(args.keep)
+    return {
+        "deploy_s": deploy_s,
+        "calibration": calib,
+        "series": dataclasses.asdict(series),
+        "latencies_s": [round(x, 5) for x in real_lat],
+        "statuses": {str(k): v for k, v in real_status.items()},
+        "lateness_s": [round(x, 5) for x in lateness],
+        "machine": f"{platform.platform()}, {os.cpu_count()} CPUs",
+    }
 
-    if not args.no_calibrate and calib:
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("scenario", type=Path, nargs="?", default=DEFAULT_SCENARIO)
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="markdown results file")
+    parser.add_argument("--no-calibrate", action="store_true", help="keep the scenario's service time and cold start")
+    parser.add_argument("--keep", action="store_true", help="keep the platform's temporary home (logs)")
+    parser.add_argument("--save-real", type=Path, help="write the real run's measurements to this JSON file")
+    parser.add_argument("--load-real", type=Path, help="compare against a saved real run instead of running one")
+    args = parser.parse_args(argv)
+
+    scenario = load_scenario(args.scenario)
+    raw = yaml.safe_load(args.scenario.read_text())
+    arrivals = arrivals_for(scenario, trace_path(args.scenario, scenario))
+    if len(scenario.apis) != 1:
+        print("validate.py replays single-API scenarios", file=sys.stderr)
+        return 2
+    api = scenario.apis[0].name
+    svc = scenario.service[api]
+    duration = float(scenario.duration)
+    print(f"{scenario.name}: {len(arrivals)} arrivals over {duration:g} s", file=sys.stderr)
+
+    if args.load_real is not None:
+        real = json.loads(args.load_real.read_text())
+    else:
+        real = run_real(args, scenario, raw, arrivals)
+        if args.save_real is not None:
+            args.save_real.write_text(json.dumps(real))
+    calib = real["calibration"]
+    real_series = Series(**real["series"])
+    real_lat = real["latencies_s"]
+    real_status = {int(k): v for k, v in real["statuses"].items()}
+    lateness = real["lateness_s"]
+
+    if not args.no_calibrate:
         p99 = max(calib["p99"], calib["p50"] * 1.0001)
         service = svc.model_copy(update={"time": LatencyDistribution(p50=calib["p50"], p99=p99),
                                          "cold_start": calib["cold_start"]})  # fmt: skip
         scenario = scenario.model_copy(update={"service": {**scenario.service, api: service}})
-    started = time.perf_counter()
-    sim, result = simulate(scenario, arrivals)
-    sim_wall = time.perf_counter() - started
-    stats = result.apis[0].stats
-    sim_lat = np.asarray(stats.latencies_s, dtype=np.float64)
+    sims = {}
+    for averaged in (False, True):
+        started = time.perf_counter()
+        sim, result = simulate(scenario, arrivals, averaged)
+        sims[averaged] = (sim, result, time.perf_counter() - started)
 
-    real_series, sim_series = series, sim.series
-    rows = [
-        ("replica-seconds (ready, integrated)", real_series.integral(real_series.ready, duration),
-         sim_series.integral(sim_series.ready, duration)),
-        ("replica-seconds (started incl. starting)", real_series.integral(real_series.started, duration),
-         sim_series.integral(sim_series.started, duration)),
-        ("replica-seconds (simulator's own account)", real_series.integral(real_series.started, duration),
-         result.replica_seconds[api]),
-        ("node-seconds (nodes listed, integrated)", real_series.integral(real_series.nodes, duration),
-         sim_series.integral(sim_series.nodes, duration)),
-        ("node-seconds (simulator's own account)", real_series.integral(real_series.nodes, duration),
-         sum(result.node_seconds.values())),
-        ("peak replicas ready", real_series.peak(real_series.ready), sim_series.peak(sim_series.ready)),
-        ("peak nodes", real_series.peak(real_series.nodes), sim_series.peak(sim_series.nodes)),
-        ("latency p50 (ms)", 1000 * pct(real_lat, 50), 1000 * pct(sim_lat, 50)),
-        ("latency p90 (ms)", 1000 * pct(real_lat, 90), 1000 * pct(sim_lat, 90)),
-        ("latency p99 (ms)", 1000 * pct(real_lat, 99), 1000 * pct(sim_lat, 99)),
-        ("requests served (200)", float(real_status.get(200, 0)), float(stats.served)),
-        ("requests failed", float(sum(v for k, v in real_status.items() if k != 200)), float(stats.failed)),
-    ]  # fmt: skip
-    rep = rows[0]
-    p50 = rows[7]
-    rep_ok = abs(diff(rep[1], rep[2])) <= BAR_REPLICA
-    p50_ok = abs(diff(p50[1], p50[2])) <= BAR_P50
+    def measures(sim: SampledSimulation | None, result: RunResult | None) -> list[tuple[str, float]]:
+        if sim is None or result is None:
+            ser, lat = real_series, np.asarray(real_lat, dtype=np.float64)
+            served = float(real_status.get(200, 0))
+            failed = float(sum(v for k, v in real_status.items() if k != 200))
+            own_rep = own_node = math.nan
+        else:
+            ser, lat = sim.series, np.asarray(result.apis[0].stats.latencies_s, dtype=np.float64)
+            served, failed = float(result.apis[0].stats.served), float(result.apis[0].stats.failed)
+            own_rep, own_node = result.replica_seconds[api], sum(result.node_seconds.values())
+        return [
+            ("replica-seconds (ready replicas, integrated)", ser.integral(ser.ready, duration)),
+            ("replica-seconds (started, incl. starting)", ser.integral(ser.started, duration)),
+            ("node-seconds (nodes listed, integrated)", ser.integral(ser.nodes, duration)),
+            ("peak replicas ready", ser.peak(ser.ready)),
+            ("peak nodes", ser.peak(ser.nodes)),
+            ("latency p50 (ms)", 1000 * pct(lat, 50)),
+            ("latency p90 (ms)", 1000 * pct(lat, 90)),
+            ("latency p99 (ms)", 1000 * pct(lat, 99)),
+            ("requests served (200)", served),
+            ("requests failed", failed),
+            ("simulator's own replica-seconds (start to stop)", own_rep),
+            ("simulator's own node-seconds (launch to release)", own_node),
+        ]
 
+    # sensitivity: the cold start the replay itself showed (time replicas spent started but not ready, per start)
+    st, rd = np.asarray(real_series.started), np.asarray(real_series.ready)
+    n_starts = float(np.sum(np.clip(np.diff(st), 0, None))) if st.size else 0.0
+    observed_cold = real_series.integral(list(st - rd), duration) / n_starts if n_starts else math.nan
+    sens = None
+    if not math.isnan(observed_cold):
+        s_sc = scenario.model_copy(update={"service": {**scenario.service, api: scenario.service[api].model_copy(
+            update={"cold_start": observed_cold})}})  # fmt: skip
+        sens = measures(*simulate(s_sc, arrivals, True))
+
+    real_m = measures(None, None)
+    shipped_m = measures(*sims[False][:2])
+    avg_m = measures(*sims[True][:2])
+
+    def verdict(m: list[tuple[str, float]]) -> tuple[float, float, bool]:
+        d_rep, d_p50 = diff(real_m[0][1], m[0][1]), diff(real_m[5][1], m[5][1])
+        return d_rep, d_p50, abs(d_rep) <= BAR_REPLICA and abs(d_p50) <= BAR_P50
+
+    v_shipped, v_avg = verdict(shipped_m), verdict(avg_m)
+    cmd = f".venv/bin/python benchmarks/simulator/validate.py {rel(args.scenario)}"
+    cmd += " --no-calibrate" if args.no_calibrate else ""
+    saved = args.save_real if args.save_real is not None else args.load_real
+    if saved is not None:
+        cmd += f" --save-real {rel(saved)}"
+    recomputed = (
+        f" This file was recomputed from the saved real run with `--load-real {rel(args.load_real)}` (the simulator "
+        "side runs again; the real side is the saved measurements)."
+        if args.load_real is not None
+        else ""
+    )
     lines = [
         "# Simulator validation: the real platform against the simulator",
         "",
-        f"Command: `.venv/bin/python benchmarks/simulator/validate.py {rel(args.scenario)}"
-        f"{' --no-calibrate' if args.no_calibrate else ''}`",
+        f"Command: `{cmd}` (about 5 minutes: the platform starts, a 15 s calibration, the {duration:g} s replay)."
+        + recomputed,
         "",
-        f"Scenario `{rel(args.scenario)}`: {scenario.description} {len(arrivals)} arrivals over {duration:g} s "
-        f"(seed {scenario.seed}). Real side: `thrifty up --cluster` (engine {scenario.cluster.engine}, provider "
-        f"simulated: every node a Ray worker node on this machine), open-loop replay of the same arrival times "
-        f"(asyncio + httpx), replicas and nodes sampled every {SAMPLE_S:g} s. Simulated side: "
-        f"`thrifty.sim.run.Simulation` with the operator's control plane, counts read every control tick "
-        f"({scenario.control_interval:g} s); simulator wall time {sim_wall:.1f} s.",
+        f"Scenario `{rel(args.scenario)}`: {scenario.description} {len(arrivals)} arrivals (seed {scenario.seed}).",
         "",
-        f"Machine: {platform.platform()}, {os.cpu_count()} CPUs (shared with other work while it ran).",
+        f"* **Real**: `thrifty up --cluster` from the scenario's cluster section (engine "
+        f"{scenario.cluster.engine}, provider simulated: every node a Ray worker node on this machine), the "
+        f"scenario's APIs deployed with `validation/predictor.py` (sleeps a lognormal p50 {1000 * svc.time.p50:.0f} ms"
+        f", p99 {1000 * (svc.time.p99 or svc.time.p50):.0f} ms), the same arrival times replayed open loop (asyncio "
+        f"+ httpx), `thrifty get` / `thrifty cluster info` (their admin endpoints) sampled every {SAMPLE_S:g} s.",
+        f"* **Simulated**: `thrifty.sim.run.Simulation` with the operator's control plane on the same arrivals, "
+        f"counts read at every control tick ({scenario.control_interval:g} s); wall time "
+        f"{sims[False][2]:.1f} s. *As shipped*: the autoscaler sees the instantaneous in-flight count at each tick "
+        f"(what `thrifty.sim.control` passes). *1-s average signal*: the same simulator, the autoscaler fed the "
+        f"average in-flight over the last second (data plane advanced in {1000 * SUBSTEP_S:g} ms steps), which is "
+        f"what the real operator gets from the gateway's `in_flight_seconds` integral (`control/scaling.py`).",
+        f"* Machine: {real['machine']} (shared with other work while it ran).",
         "",
-    ]
-    if calib:
-        lines += [
-            f"Calibration ({'used' if not args.no_calibrate else 'measured, not used'}): {int(calib['n'])} "
-            f"requests at {CALIBRATION_RATE:g}/s on one replica through the gateway: p50 "
-            f"{1000 * calib['p50']:.1f} ms, p99 {1000 * calib['p99']:.1f} ms "
-            f"(the predictor sleeps p50 {1000 * svc.time.p50:.0f} ms, p99 "
-            f"{1000 * (svc.time.p99 or svc.time.p50):.0f} ms); first deploy to ready {deploy_s:.1f} s, so a simulated "
-            f"cold start of {calib['cold_start']:.1f} s.",
-            "",
-        ]
-    lines += [
-        "| measure | real | simulated | difference |",
-        "|---|---:|---:|---:|",
-        *[f"| {name} | {fmt(r)} | {fmt(s)} | {fmt(diff(r, s), '%')} |" for name, r, s in rows],
+        f"Calibration ({'used' if not args.no_calibrate else 'measured, not used'}): {int(calib['n'])} requests at "
+        f"{CALIBRATION_RATE:g}/s on one replica through the gateway: p50 {1000 * calib['p50']:.1f} ms, p99 "
+        f"{1000 * calib['p99']:.1f} ms, used as the simulated service time (the gateway's and replica's overhead on "
+        f"this machine included); first deploy to ready {real['deploy_s']:.1f} s, less the "
+        f"{scenario.cluster.launch_delay_s or 0:g} s "
+        f"launch delay, used as the simulated cold start ({calib['cold_start']:.1f} s).",
         "",
-        f"Open-loop sender lateness: p50 {1000 * pct(lateness, 50):.1f} ms, p99 {1000 * pct(lateness, 99):.1f} ms, "
-        f"max {1000 * max(lateness, default=0):.1f} ms. Real statuses: {dict(sorted(real_status.items()))}.",
+        "| measure | real | simulated (as shipped) | difference | simulated (1-s average signal) | difference |",
+        "|---|---:|---:|---:|---:|---:|",
+        *[
+            f"| {name} | {fmt(r)} | {fmt(s1)} | {fmt(diff(r, s1), '%')} | {fmt(s2)} | {fmt(diff(r, s2), '%')} |"
+            for (name, r), (_, s1), (_, s2) in zip(real_m, shipped_m, avg_m, strict=True)
+        ],
         "",
-        f"Bar: replica-seconds within {BAR_REPLICA:g}%: **{'met' if rep_ok else 'missed'}** "
-        f"({fmt(diff(rep[1], rep[2]), '%')}); p50 within {BAR_P50:g}%: **{'met' if p50_ok else 'missed'}** "
-        f"({fmt(diff(p50[1], p50[2]), '%')}).",
+        f"Open-loop sender lateness (real): p50 {1000 * pct(lateness, 50):.1f} ms, p99 "
+        f"{1000 * pct(lateness, 99):.1f} ms, max {1000 * max(lateness, default=0):.1f} ms. "
+        f"Real statuses: {dict(sorted(real_status.items()))}.",
         "",
-        f"Replicas ready every 10 s, real:      {real_series.every(real_series.ready, 10.0, duration)}",
+        f"Bar (replica-seconds within {BAR_REPLICA:g}%, p50 within {BAR_P50:g}%): as shipped "
+        f"**{'met' if v_shipped[2] else 'missed'}** (replica-seconds {fmt(v_shipped[0], '%')}, p50 "
+        f"{fmt(v_shipped[1], '%')}); with the 1-s average signal **{'met' if v_avg[2] else 'missed'}** "
+        f"(replica-seconds {fmt(v_avg[0], '%')}, p50 {fmt(v_avg[1], '%')}).",
         "",
-        f"Replicas ready every 10 s, simulated: {sim_series.every(sim_series.ready, 10.0, duration)}",
+        *(
+            [
+                f"Sensitivity (not a calibration: a figure from the replay itself): replicas spent on average "
+                f"{observed_cold:.1f} s started but not ready per start during the replay ({int(n_starts)} starts, "
+                f"sampled every {SAMPLE_S:g} s), against {scenario.service[api].cold_start:.1f} s simulated. With that "
+                f"cold start the 1-s average simulator gives replica-seconds {fmt(sens[0][1])} "
+                f"({fmt(diff(real_m[0][1], sens[0][1]), '%')}), node-seconds {fmt(sens[2][1])} "
+                f"({fmt(diff(real_m[2][1], sens[2][1]), '%')}), p50 {fmt(sens[5][1])} ms "
+                f"({fmt(diff(real_m[5][1], sens[5][1]), '%')}), p90 {fmt(sens[6][1])} ms, p99 {fmt(sens[7][1])} ms "
+                f"(real {fmt(real_m[7][1])} ms).",
+                "",
+            ]
+            if sens is not None
+            else []
+        ),
+        "Reading. The simulator as shipped (`thrifty.sim.control`) feeds the operator's autoscaler the in-flight "
+        "count at the tick instant. At low load that count is mostly 0 and sometimes 2 (mean about 0.25), and one "
+        "sample of 2 in the 2 s panic window asks for twice the current replicas at target 0.5, so the operator "
+        "panics up while the real one, fed the gateway's exact 1-s average, stays at one replica (rows above). "
+        "The fix belongs in the simulator: its data plane keeps an in-flight integral per API and "
+        "`OperatorControlPlane.tick` passes it as `in_flight_seconds`, so `ApiScaler.observe` computes the same "
+        "average as in production. p99 is outside the bar: the simulated cold start (first deploy to ready, less "
+        "the launch delay) is longer than a scale-up start on a ready node, and the calibrated service time "
+        "includes the gateway hop, which holds no replica slot on the real platform; both lengthen the queue in the "
+        "burst's first seconds in the simulator.",
         "",
-        f"Nodes every 10 s, real:      {real_series.every(real_series.nodes, 10.0, duration)}",
+        "Every 10 s from 0:",
         "",
-        f"Nodes every 10 s, simulated: {sim_series.every(sim_series.nodes, 10.0, duration)}",
+        "```",
+        f"replicas ready  real      {real_series.every(real_series.ready, 10.0, duration)}",
+        f"                shipped   {sims[False][0].series.every(sims[False][0].series.ready, 10.0, duration)}",
+        f"                averaged  {sims[True][0].series.every(sims[True][0].series.ready, 10.0, duration)}",
+        f"nodes           real      {real_series.every(real_series.nodes, 10.0, duration)}",
+        f"                shipped   {sims[False][0].series.every(sims[False][0].series.nodes, 10.0, duration)}",
+        f"                averaged  {sims[True][0].series.every(sims[True][0].series.nodes, 10.0, duration)}",
+        "```",
         "",
     ]
     text = "\n".join(lines)
     print(text)
     args.out.write_text(text)
-    return 0 if (rep_ok and p50_ok) else 1
+    return 0 if v_shipped[2] else 1
 
 
 def svc_timeout(scenario: ScenarioConfig) -> float:
