@@ -175,8 +175,10 @@ class OperatorControlPlane:
         self._started = len(self.engine.started)
         act.stop.extend(self.engine.stopped[self._stopped :])
         self._stopped = len(self.engine.stopped)
-        nodes = {n.id: n for n in self.cloud.nodes()}
-        act.launch.extend((nodes[n].spec.pool, n) for n in self.cloud.launched[self._launched :])
+        launched = self.cloud.launched[self._launched :]
+        if launched:
+            nodes = {n.id: n for n in self.cloud.nodes()}
+            act.launch.extend((nodes[n].spec.pool, n) for n in launched)
         self._launched = len(self.cloud.launched)
         act.release.extend(self.cloud.terminated[self._terminated :])
         self._terminated = len(self.cloud.terminated)
