@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import importlib.util
 import random
+import re
 import sys
 import tempfile
 import time
@@ -29,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 
 from thrifty.client import Client
@@ -50,12 +52,20 @@ def _load_chaos() -> Any:
 
 chaos_run = _load_chaos()
 Clients, Platform = chaos_run.Clients, chaos_run.Platform
-free_port, percentile_ms, retries_total, wait_for = (
-    chaos_run.free_port, chaos_run.percentile_ms, chaos_run.retries_total, chaos_run.wait_for
-)  # fmt: skip
+free_port, percentile_ms, wait_for = chaos_run.free_port, chaos_run.percentile_ms, chaos_run.wait_for
 
 API = "spot-chaos"
 REPLICAS = 4
+
+
+def retries_total(gateway: str) -> float:
+    """The gateway's ``thrifty_retries_total{api="spot-chaos"}`` (benchmarks/chaos reads its own API's)."""
+    try:
+        text = httpx.get(gateway + "/metrics", timeout=2).text
+    except httpx.HTTPError:
+        return float("nan")
+    pattern = r'^thrifty_retries_total\{api="' + re.escape(API) + r'"\} (\S+)$'
+    return sum(float(m.group(1)) for m in re.finditer(pattern, text, re.M))
 
 
 class SpotPlatform(Platform):  # type: ignore[misc,valid-type]
@@ -72,10 +82,16 @@ class SpotPlatform(Platform):  # type: ignore[misc,valid-type]
         doc: dict[str, Any] = orjson.loads(self.cli("cluster", "info", "-o", "json").stdout)
         return doc
 
-    def full_capacity(self, exclude_pid: int | None = None) -> bool:
+    def full_capacity(self, gone: frozenset[str] = frozenset()) -> bool:
+        """Four replicas ready on live nodes: ``thrifty get``'s ready count alone lags a dead node (its
+        replicas read ready until their exit is seen), so only replicas on a node that ``cluster info`` shows
+        ``ready`` (not cordoned, terminating or gone) and that was not reclaimed (``gone``) count."""
         with Client(self.home, timeout_s=5) as c:
             doc = c.get(API)
-        return sum(1 for r in doc.get("replica_list", []) if r.get("state") == "ready") >= REPLICAS
+        ready = {r["id"] for r in doc.get("replica_list", []) if r.get("state") == "ready"}
+        live = {rid for n in self.info()["nodes"] if n["state"] == "ready" and n["id"] not in gone
+                for rid in n["replicas"]}  # fmt: skip
+        return len(ready & live) >= REPLICAS
 
 
 class CliMarket:
@@ -148,7 +164,8 @@ def run_scenario(name: str, args: argparse.Namespace) -> Scenario:
                     notice = 0.0 if rng.random() < args.hard_kill_share else e.notice_s
                     asyncio.run(market.preempt(e.node_id, notice))
                     t0 = market.preempted[-1][0]
-                    back = wait_for(platform.full_capacity, timeout_s=600)
+                    gone = frozenset(n for _, n, _ in market.preempted)
+                    back = wait_for(lambda g=gone: platform.full_capacity(g), timeout_s=600)
                     time.sleep(1.0)
                     window = clients.window(t0, time.monotonic())
                     row = {"node": e.node_id, "pool": e.pool, "notice_s": notice, "correlated": e.correlated,
