@@ -131,3 +131,11 @@ def test_caller_bookkeeping_matches_the_scan_on_random_fleets() -> None:
         assert choose_model_replica(reps, M, order, 1.0, tried, holders=holders, load=load) == choose_model_replica(
             reps, M, order, 1.0, tried
         )
+
+
+def test_rendezvous_order_with_the_callers_memo_is_the_same_order() -> None:
+    memo: dict[str, int] = {}
+    ids = [f"r{i}" for i in range(12)]
+    assert rendezvous_order(M, ids, memo) == rendezvous_order(M, ids)
+    assert set(memo) == set(ids)
+    assert rendezvous_order(M, ids[3:], memo) == rendezvous_order(M, ids[3:])

@@ -31,7 +31,7 @@ Rendezvous (highest random weight) hashing: a model's order ranks replicas by a 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Container, Sequence
+from collections.abc import Container, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -64,9 +64,22 @@ def rendezvous_weight(model: bytes, replica_id: str) -> int:
     return int.from_bytes(digest, "big")
 
 
-def rendezvous_order(model: bytes, replica_ids: Sequence[str]) -> tuple[int, ...]:
-    """Indexes of ``replica_ids``, highest weight for ``model`` first (ties, which need equal ids, by index)."""
-    weights = [rendezvous_weight(model, rid) for rid in replica_ids]
+def rendezvous_order(
+    model: bytes, replica_ids: Sequence[str], memo: MutableMapping[str, int] | None = None
+) -> tuple[int, ...]:
+    """Indexes of ``replica_ids``, highest weight for ``model`` first (ties, which need equal ids, by index).
+
+    ``memo``: the caller's cache of ``model``'s weights by replica id, filled as it goes (the cost simulator
+    recomputes orders whenever a replica comes or goes; a weight never changes)."""
+    if memo is None:
+        weights = [rendezvous_weight(model, rid) for rid in replica_ids]
+    else:
+        weights = []
+        for rid in replica_ids:
+            w = memo.get(rid)
+            if w is None:
+                w = memo[rid] = rendezvous_weight(model, rid)
+            weights.append(w)
     return tuple(sorted(range(len(replica_ids)), key=lambda i: (-weights[i], i)))
 
 

@@ -190,6 +190,7 @@ class DataPlane:
         # replicas' positions and total in-flight (what model routing reads instead of scanning them all).
         self.orders: list[dict[int, tuple[tuple[int, ...], list[int]]]] = [{} for _ in apis]
         self.holding: list[dict[int, set[SimReplica]]] = [{} for _ in apis]
+        self.weights: list[dict[int, dict[str, int]]] = [{} for _ in apis]  # rendezvous weights by replica id
         self.position: list[dict[SimReplica, int]] = [{} for _ in apis]
         self.load: list[int] = [0 for _ in apis]
         self.held: list[deque[Request]] = [deque() for _ in apis]
@@ -231,6 +232,7 @@ class DataPlane:
         self._unroute(rep)
         rep.dead = True
         self._forget_holder(rep)
+        self._forget_weights(rep)
         cut: list[Request] = list(rep.queue)
         for batch in rep.busy:
             cut.extend(batch)
@@ -264,9 +266,14 @@ class DataPlane:
             if holders is not None:
                 holders.discard(rep)
 
+    def _forget_weights(self, rep: SimReplica) -> None:
+        for memo in self.weights[rep.api.index].values():
+            memo.pop(rep.id, None)
+
     def _gone(self, rep: SimReplica, now_s: float) -> None:
         rep.dead = True
         self._forget_holder(rep)
+        self._forget_weights(rep)
         if self.on_gone is not None:
             self.on_gone(rep, now_s)
 
@@ -326,7 +333,10 @@ class DataPlane:
             m = req[1]
             memo = self.orders[a].get(m)
             if memo is None:
-                order = model_routing.rendezvous_order(api.keys[m], [r.id for r in reps])
+                memo_w = self.weights[a].get(m)
+                if memo_w is None:
+                    memo_w = self.weights[a][m] = {}
+                order = model_routing.rendezvous_order(api.keys[m], [r.id for r in reps], memo_w)
                 rank = [0] * len(order)
                 for r_, i_ in enumerate(order):
                     rank[i_] = r_
