@@ -113,6 +113,8 @@ async def test_a_hard_kill_is_no_crash_and_a_shortage_falls_back_to_on_demand(en
     env.engine.crash(old, exit_code=-9)  # the fake engine's replicas do not die with a fake node by themselves
     await env.tick(1.0, times=8)
     assert env.op.apis["a"].rollout.failures == 0  # lost with its node: restarted at once, no backoff
+    # The gateway is told so: a request the dying replica cut off is no sign of a poison request.
+    assert old in env.gateway.tables[-1]["apis"]["a"]["lost_with_node"]
     (new,) = env.ready()
     node = env.cluster.node_of(new)
     assert node is not None and node.startswith("od-")
