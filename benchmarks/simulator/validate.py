@@ -492,16 +492,16 @@ def main(argv: list[str] | None = None) -> int:
             if sens is not None
             else []
         ),
-        "Reading. The simulator as shipped (`thrifty.sim.control`) feeds the operator's autoscaler the in-flight "
-        "count at the tick instant. At low load that count is mostly 0 and sometimes 2 (mean about 0.25), and one "
-        "sample of 2 in the 2 s panic window asks for twice the current replicas at target 0.5, so the operator "
-        "panics up while the real one, fed the gateway's exact 1-s average, stays at one replica (rows above). "
-        "The fix belongs in the simulator: its data plane keeps an in-flight integral per API and "
-        "`OperatorControlPlane.tick` passes it as `in_flight_seconds`, so `ApiScaler.observe` computes the same "
-        "average as in production. p99 is outside the bar: the simulated cold start (first deploy to ready, less "
-        "the launch delay) is longer than a scale-up start on a ready node, and the calibrated service time "
-        "includes the gateway hop, which holds no replica slot on the real platform; both lengthen the queue in the "
-        "burst's first seconds in the simulator.",
+        "Reading. The simulator feeds the operator's autoscaler what the real gateway reports: the integral of "
+        "in-flight over time (`in_flight_seconds`, kept per API by `thrifty.sim.dataplane`), so `ApiScaler.observe` "
+        "computes the exact average between two ticks, as in production. Before that (the first run of this "
+        "validation) it passed the in-flight count at the tick instant: at low load mostly 0 and sometimes 2, and "
+        "one sample of 2 in the 2 s panic window made the operator panic up, giving +36% replica-seconds. The "
+        "'1-s average signal' columns are this script's own reconstruction of that signal, kept as a cross-check. "
+        "p99 is outside the bar: the simulated cold start (first deploy to ready, less the launch delay) is longer "
+        "than a scale-up start on a ready node, and the calibrated service time includes the gateway hop, which "
+        "holds no replica slot on the real platform; both lengthen the queue in the burst's first seconds in the "
+        "simulator.",
         "",
         "Every 10 s from 0:",
         "",

@@ -54,6 +54,10 @@ class Observation:
     noticed: tuple[tuple[str, float], ...] = ()  # (node, notice seconds): spot notices since the last tick
     warm: bool = False  # warm start: launches and cold starts take no time at this tick
     busy: dict[str, float] = field(default_factory=dict)  # share of execution slots busy per API (HPA baseline)
+    # The integral of in_flight over time per API, as the real gateway reports it: the operator's autoscaler
+    # turns two of them into the exact average over the tick (a bare sample at low load is mostly 0 or 2,
+    # which sends the panic window up for nothing).
+    in_flight_seconds: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -155,7 +159,14 @@ class OperatorControlPlane:
                 self.engine.crash(rid, 137, {"message": "the replica's node went away"})
         for node_id, notice_s in obs.noticed:
             drive(self.cloud.preempt(node_id, notice_s))
-        stats = {"apis": {name: {"in_flight": value} for name, value in obs.in_flight.items()}}
+        stats = {
+            "apis": {
+                name: {"in_flight": value, "in_flight_seconds": obs.in_flight_seconds.get(name)}
+                if name in obs.in_flight_seconds
+                else {"in_flight": value}
+                for name, value in obs.in_flight.items()
+            }
+        }
         self.gateway.next_stats = stats
         if self.scaler is None:
             self.op.autoscale(stats, self.gateway.generation)

@@ -195,7 +195,21 @@ class DataPlane:
         self.load: list[int] = [0 for _ in apis]
         self.held: list[deque[Request]] = [deque() for _ in apis]
         self.in_flight: list[int] = [0 for _ in apis]  # per API: admitted + held at the gateway
+        # Per API, the integral of in_flight over time up to flight_at (what the real gateway reports as
+        # in_flight_seconds, so the operator's autoscaler sees the exact 1-s average, not a sample).
+        self.flight_seconds: list[float] = [0.0 for _ in apis]
+        self.flight_at: list[float] = [0.0 for _ in apis]
         self.on_gone = on_gone
+
+    def _flight(self, a: int, delta: int, now_s: float) -> None:
+        """Change API ``a``'s in-flight count at ``now_s``, integrating the count up to then."""
+        self.flight_seconds[a] += self.in_flight[a] * (now_s - self.flight_at[a])
+        self.flight_at[a] = now_s
+        self.in_flight[a] += delta
+
+    def in_flight_seconds(self, a: int, now_s: float) -> float:
+        """The integral of API ``a``'s in-flight count from the start to ``now_s``."""
+        return self.flight_seconds[a] + self.in_flight[a] * (now_s - self.flight_at[a])
 
     # -- replicas (called by the simulated engine) -------------------------------------------------------
 
@@ -210,7 +224,7 @@ class DataPlane:
         held = self.held[a]
         while held:
             req = held.popleft()
-            self.in_flight[a] -= 1
+            self._flight(a, -1, now_s)
             if now_s - req[0] > rep.api.hold_s:
                 rep.api.stats.timed_out += 1
                 continue
@@ -239,7 +253,7 @@ class DataPlane:
         for waiters in rep.loading.values():
             cut.extend(waiters)
         api = rep.api
-        self.in_flight[api.index] -= rep.in_flight
+        self._flight(api.index, -rep.in_flight, now_s)
         rep.queue.clear()
         rep.busy.clear()
         rep.loading.clear()
@@ -283,7 +297,7 @@ class DataPlane:
             held = self.held[api.index]
             while held and now_s - held[0][0] > api.hold_s:
                 held.popleft()
-                self.in_flight[api.index] -= 1
+                self._flight(api.index, -1, now_s)
                 api.stats.timed_out += 1
 
     # -- the event loop ----------------------------------------------------------------------------------
@@ -327,7 +341,7 @@ class DataPlane:
                 api.stats.rejected += 1
             else:
                 held.append(req)
-                self.in_flight[a] += 1
+                self._flight(a, 1, now_s)
             return
         if api.multi and api.model_aware:
             m = req[1]
@@ -363,7 +377,7 @@ class DataPlane:
             return
         rep.in_flight += 1
         self.load[a] += 1
-        self.in_flight[a] += 1
+        self._flight(a, 1, now_s)
         if api.multi:
             key = api.names[req[1]]
             rep.frequency.record(key)
@@ -435,7 +449,7 @@ class DataPlane:
         rep.in_flight -= n
         if not rep.draining:
             self.load[api.index] -= n
-        self.in_flight[api.index] -= n
+        self._flight(api.index, -n, now_s)
         timeout = api.timeout_s
         lat = stats.latencies_s
         for req in batch:
@@ -481,7 +495,7 @@ class DataPlane:
             rep.in_flight -= n
             if not rep.draining:
                 self.load[api.index] -= n
-            self.in_flight[api.index] -= n
+            self._flight(api.index, -n, now_s)
             return
         rep.loading[key] = waiters
         if decision.verdict is eviction.Verdict.BLOCKED_BY_PINS:

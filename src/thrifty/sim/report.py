@@ -90,7 +90,8 @@ def targets(scenario: ScenarioConfig, rows: list[dict[str, Any]]) -> list[dict[s
                     f"{t['lost']} lost" if share is not None else "naive cost nothing"})  # fmt: skip
     if t is not None and cortex is not None:
         ok = t["total_dollars"] < cortex["total_dollars"] and (
-            t["slo_attainment_percent"] >= cortex["slo_attainment_percent"])
+            t["slo_attainment_percent"] >= cortex["slo_attainment_percent"]
+        )
         out.append({"target": "thrifty cheaper than cortex at equal or better SLO attainment", "met": ok,
                     "figures": f"${t['total_dollars']:.2f} vs ${cortex['total_dollars']:.2f}; "
                     f"{t['slo_attainment_percent']:.3f}% vs {cortex['slo_attainment_percent']:.3f}%"})  # fmt: skip
@@ -113,7 +114,8 @@ def write_report(scenario: ScenarioConfig, runs: list[RunResult], out: Path,
     checks = targets(scenario, rows)
     if checks:
         text += "\nTargets:\n\n" + "".join(
-            f"- {'met' if c['met'] else 'MISSED'}: {c['target']} ({c['figures']})\n" for c in checks)
+            f"- {'met' if c['met'] else 'MISSED'}: {c['target']} ({c['figures']})\n" for c in checks
+        )
     (out / "report.md").write_text(text, encoding="utf-8")
     data = {"scenario": scenario.name, "strategies": rows, "sweeps": sweeps or {}, "targets": checks,
             "timelines": {r.strategy: r.timeline for r in runs}}  # fmt: skip

@@ -124,12 +124,13 @@ class Simulation:
         reps = tuple(ClusterReplica(r.id, r.api.name, self.control_request(r), r.node_id)
                      for r in self.replicas.values() if not r.draining)  # fmt: skip
         in_flight = {a.name: float(self.dp.in_flight[a.index]) for a in self.apis}
+        in_flight_s = {a.name: self.dp.in_flight_seconds(a.index, now_s) for a in self.apis}
         busy = {}
         for a in self.apis:
             reps_a = self.dp.routable[a.index]
             busy[a.name] = sum(r.executing for r in reps_a) / (len(reps_a) * a.slots) if reps_a else 0.0
         noticed, self.noticed = tuple(self.noticed), []
-        return Observation(in_flight, views, reps, noticed, warm, busy)
+        return Observation(in_flight, views, reps, noticed, warm, busy, in_flight_s)
 
     def control_request(self, rep: SimReplica) -> ReplicaRequest:
         req = self._requests.get(rep.api.index)
