@@ -75,7 +75,7 @@ def test_requests_are_held_through_the_cold_start() -> None:
 def test_in_flight_seconds_is_the_integral_the_real_gateway_reports() -> None:
     # 3 queued at 0 on one slot of 100 ms: in flight 3 for 0.1 s, 2 for 0.1 s, 1 for 0.1 s = 0.6 request-seconds,
     # and one request held from 1.0 s (no routable replica after the drain) adds 1 x (2.0 - 1.0).
-    dp, api, rep = one_replica(scenario())
+    dp, _api, rep = one_replica(scenario())
     dp.advance([0.0] * 3, [0] * 3, [-1] * 3, [0.0] * 3, 0.5)
     assert dp.in_flight_seconds(0, 0.5) == pytest.approx(0.6)
     dp.drain(rep, 0.5)
