@@ -84,3 +84,17 @@ def test_warm_start_opens_with_the_initial_replica_up() -> None:
 def test_same_seed_same_result() -> None:
     sc = scenario()
     assert run(sc) == run(sc)
+
+
+def test_same_seed_same_result_with_model_routing() -> None:
+    # Model routing hashes replica ids, so the operator's ids must come from the scenario's seed too.
+    text = (
+        SCENARIO.replace("WARM", "true")
+        .replace("autoscaling: {min_replicas: 1, max_replicas: 6}}]",
+                 "autoscaling: {min_replicas: 3, max_replicas: 6},\n        models: {source: 's3://m/', cache_size: 2}}]")
+        .replace("cold_start: 10s}}", "cold_start: 10s, models: {count: 20, size: 10Mi, download: 1s, load: 200ms}}}")
+    )  # fmt: skip
+    sc = parse_scenario_text(text, "s.yaml")
+    first, second = run(sc), run(sc)
+    assert first["cache_hit_ratio"] is not None and 0 < first["cache_hit_ratio"] < 1
+    assert first == second

@@ -26,11 +26,23 @@ class DeploymentPlan:
     stops: tuple[str, ...]
 
 
+def random_suffix() -> str:
+    """Six hex digits from the OS's randomness: the default end of a replica id."""
+    return secrets.token_hex(3)
+
+
 class DeploymentsStep:
-    def __init__(self, apis: dict[str, ApiRuntime], store: Store, wall: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        apis: dict[str, ApiRuntime],
+        store: Store,
+        wall: Callable[[], float],
+        suffix: Callable[[], str] = random_suffix,
+    ) -> None:
         self.apis = apis  # the operator's own dict: deploys and deletes show here at once
         self.store = store
         self.wall = wall
+        self.suffix = suffix  # injected so a simulation with a seed gets the same replica ids every run
 
     def update(
         self,
@@ -73,7 +85,7 @@ class DeploymentsStep:
 
     def launch(self, rt: ApiRuntime) -> ReplicaLaunch:
         spec = rt.spec
-        rid = f"{spec.name}-{rt.revision[:6]}-{secrets.token_hex(3)}"
+        rid = f"{spec.name}-{rt.revision[:6]}-{self.suffix()}"
         hidden = key_env_names(r.spec.config for r in self.apis.values()) | {METRICS_KEY_ENV}
         return ReplicaLaunch(
             replica_id=rid,

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
 import shutil
 import time
 from collections.abc import Callable
@@ -40,7 +39,7 @@ from thrifty.control.api_state import (
     route_entry,
 )
 from thrifty.control.cluster import Cluster
-from thrifty.control.deployments import DeploymentsStep
+from thrifty.control.deployments import DeploymentsStep, random_suffix
 from thrifty.control.engine_actions import EngineActions
 from thrifty.control.gateway_link import Gateway
 from thrifty.control.home import Home
@@ -78,9 +77,11 @@ class Operator:
         mono: Callable[[], float] = time.monotonic,
         cluster: Cluster | None = None,
         placing: PlacingEngine | None = None,
+        ids: Callable[[], str] = random_suffix,
     ) -> None:
         """``cluster``: node pools, placement and provisioning (``thrifty up --cluster``); None: every replica
-        starts on this machine as soon as it is asked for. ``placing``: the engine again, when it pins replicas."""
+        starts on this machine as soon as it is asked for. ``placing``: the engine again, when it pins replicas.
+        ``ids``: the random part of replica ids and refresh nonces (seeded in the simulator, so a run repeats)."""
         self.home = home
         self.store = store
         self.engine = engine
@@ -106,7 +107,8 @@ class Operator:
         self._projects_cleaned_s = -PROJECT_GC_INTERVAL_S
         self._gateway_retry_at = 0.0
         self.cluster = cluster
-        self.deployments = DeploymentsStep(self.apis, store, clock)
+        self._ids = ids
+        self.deployments = DeploymentsStep(self.apis, store, clock, ids)
         self.routes = RoutesStep(gateway)
         self.actions = EngineActions(engine, self.apis, store, clock, placing=placing)
 
@@ -235,7 +237,7 @@ class Operator:
 
     def refresh(self, name: str) -> dict[str, Any]:
         rt = self._runtime(name)
-        rt.refresh_nonce = "-" + secrets.token_hex(3)
+        rt.refresh_nonce = "-" + self._ids()
         rt.status = "updating"
         self.store.add_event(name, "refresh", f"rolling restart (revision {rt.revision})", self.clock())
         self._wake.set()

@@ -18,6 +18,7 @@ production code paths; nothing here decides anything.
 from __future__ import annotations
 
 import asyncio
+import random
 import shutil
 import tempfile
 from collections.abc import Coroutine
@@ -121,8 +122,11 @@ class OperatorControlPlane:
         self.launch_delay_s = scenario.cluster.launch_delay_s
         self.cloud = FakeCloud(self.clock, launch_delay_s=self.launch_delay_s)
         self.cluster = Cluster(scenario.cluster, self.cloud, self.store, self.clock)
+        # Replica ids from the scenario's seed: model routing hashes them, so the same seed gives the same run.
+        ids = random.Random(f"replica-ids-{scenario.seed}")
         self.op = Operator(home, self.store, self.engine, self.gateway, clock=self.clock, mono=self.clock,
-                           cluster=self.cluster, placing=self.engine)  # fmt: skip
+                           cluster=self.cluster, placing=self.engine,
+                           ids=lambda: f"{ids.getrandbits(24):06x}")  # fmt: skip
         self._started = 0
         self._stopped = 0
         self._launched = 0
