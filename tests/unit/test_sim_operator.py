@@ -88,10 +88,11 @@ def test_same_seed_same_result() -> None:
 
 def test_same_seed_same_result_with_model_routing() -> None:
     # Model routing hashes replica ids, so the operator's ids must come from the scenario's seed too.
+    models = "models: {source: 's3://m/', cache_size: 2}"
     text = (
         SCENARIO.replace("WARM", "true")
         .replace("autoscaling: {min_replicas: 1, max_replicas: 6}}]",
-                 "autoscaling: {min_replicas: 3, max_replicas: 6},\n        models: {source: 's3://m/', cache_size: 2}}]")
+                 f"autoscaling: {{min_replicas: 3, max_replicas: 6}},\n        {models}}}]")
         .replace("cold_start: 10s}}", "cold_start: 10s, models: {count: 20, size: 10Mi, download: 1s, load: 200ms}}}")
     )  # fmt: skip
     sc = parse_scenario_text(text, "s.yaml")
