@@ -24,12 +24,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from thrifty.config.schema import AutoscalingConfig
-from thrifty.policy.autoscaling import AutoscalerState, decide
+from thrifty.policy.autoscaling import CORTEX_DEFAULTS, NO_PANIC_THRESHOLD, AutoscalerState, decide
 
 Load = Callable[[float], float]  # virtual time (s) -> API-wide in-flight requests
-
-# Cortex has no panic mode; a threshold no load reaches switches ours off.
-NO_PANIC_THRESHOLD = 1e9
 
 
 def thrifty_config(**overrides: Any) -> AutoscalingConfig:
@@ -38,17 +35,7 @@ def thrifty_config(**overrides: Any) -> AutoscalingConfig:
 
 def cortex_config(**overrides: Any) -> AutoscalingConfig:
     """Cortex's defaults (cortex.md section 1a): the fields thrifty changed are set back."""
-    fields: dict[str, Any] = {
-        "window": 60.0,
-        "upscale_stabilization_period": 60.0,
-        "downscale_stabilization_period": 300.0,
-        "max_upscale_factor": 1.5,
-        "max_downscale_factor": 0.75,
-        "upscale_tolerance": 0.05,
-        "downscale_tolerance": 0.05,
-        "panic_threshold": NO_PANIC_THRESHOLD,
-    }
-    return AutoscalingConfig(**{**fields, **overrides})
+    return AutoscalingConfig(**{**CORTEX_DEFAULTS, **overrides})
 
 
 @dataclass(frozen=True)

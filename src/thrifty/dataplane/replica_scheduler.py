@@ -27,7 +27,7 @@ from types import AsyncGeneratorType, GeneratorType
 from typing import Any
 
 from thrifty.config.schema import ServingConfig
-from thrifty.dataplane.deadlines import Deadlines
+from thrifty.dataplane.deadlines import Deadlines, TaskExpiry
 from thrifty.dataplane.predictor_loading import LoadedPredictor
 from thrifty.dataplane.replica_streaming import PredictStream
 from thrifty.dataplane.thread_runner import ThreadRunner
@@ -65,20 +65,6 @@ class _Job:
         self.fut = fut
         self.arrival_s = arrival_s
         self.running = False
-
-
-class _Expiry:
-    """The deadline of an async predict() running in its request's task."""
-
-    __slots__ = ("fired", "task")
-
-    def __init__(self, task: asyncio.Task[Any]) -> None:
-        self.task = task
-        self.fired = False
-
-    def fire(self) -> None:
-        self.fired = True
-        self.task.cancel()
 
 
 class PredictScheduler:
@@ -225,7 +211,7 @@ class PredictScheduler:
         task = asyncio.current_task()
         if task is None:
             raise RuntimeError("no current task")
-        expiry = _Expiry(task)
+        expiry = TaskExpiry(task)
         # Registered only around the predictor's await: whenever the sweep runs and finds it, the task is
         # suspended inside predict(), so the cancellation lands there and nowhere else.
         self._deadlines.add(expiry, deadline, expiry.fire)

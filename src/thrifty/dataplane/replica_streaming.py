@@ -34,7 +34,7 @@ from typing import Any
 
 import orjson
 
-from thrifty.dataplane.deadlines import Deadlines
+from thrifty.dataplane.deadlines import Deadlines, TaskExpiry
 from thrifty.dataplane.http_messages import OCTETS, TEXT, Headers, StreamResponse
 from thrifty.dataplane.thread_runner import ThreadRunner
 from thrifty.errors import PredictorError, ThriftyError, TimeoutExceededError
@@ -109,20 +109,6 @@ def content_type_of(first: Any) -> bytes:
     return NDJSON
 
 
-class _TaskExpiry:
-    """The deadline of an async generator's step running in its connection's task."""
-
-    __slots__ = ("fired", "task")
-
-    def __init__(self, task: asyncio.Task[Any]) -> None:
-        self.task = task
-        self.fired = False
-
-    def fire(self) -> None:
-        self.fired = True
-        self.task.cancel()
-
-
 def _next_or_end(gen: Generator[Any, None, Any]) -> Any:
     return next(gen, END)
 
@@ -192,7 +178,7 @@ class PredictStream:
         if task is None:
             raise RuntimeError("no current task")
         gen: AsyncGenerator[Any, None] = self._gen  # type: ignore[assignment]
-        expiry = _TaskExpiry(task)
+        expiry = TaskExpiry(task)
         # Registered only around the generator's await: whenever the sweep fires, the task is suspended in it.
         self._deadlines.add(expiry, deadline, expiry.fire)
         try:

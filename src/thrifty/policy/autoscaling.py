@@ -42,6 +42,21 @@ PANIC_MAX_UPSCALE_FACTOR = 1000.0
 # Keeps ceil() finite when target_in_flight is tiny; far above any replica count max_replicas allows.
 RAW_RECOMMENDATION_CAP = 1e9
 
+# Cortex's realtime autoscaler defaults (shared/reference/cortex.md section 1a) as overrides of thrifty's
+# AutoscalingConfig: the baselines of benchmarks/autoscaling and of the cost simulator's `cortex` strategy.
+# Cortex has no panic mode; a threshold no load reaches switches ours off.
+NO_PANIC_THRESHOLD = 1e9
+CORTEX_DEFAULTS: dict[str, float] = {
+    "window": 60.0,
+    "upscale_stabilization_period": 60.0,
+    "downscale_stabilization_period": 300.0,
+    "max_upscale_factor": 1.5,
+    "max_downscale_factor": 0.75,
+    "upscale_tolerance": 0.05,
+    "downscale_tolerance": 0.05,
+    "panic_threshold": NO_PANIC_THRESHOLD,
+}
+
 
 @dataclass(frozen=True)
 class AutoscalerState:

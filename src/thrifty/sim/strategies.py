@@ -28,19 +28,10 @@ from typing import Any
 from thrifty.config.scenario import ScenarioConfig
 from thrifty.config.schema import ApiConfig
 from thrifty.policy import hpa
+from thrifty.policy.autoscaling import CORTEX_DEFAULTS
 from thrifty.sim.control import ControlPlane, Observation, OperatorControlPlane
 
-# Cortex's realtime autoscaler defaults (reference/cortex.md section 2; benchmarks/autoscaling cortex_config).
-CORTEX_AUTOSCALING: dict[str, Any] = {
-    "window": 60.0,
-    "upscale_stabilization_period": 60.0,
-    "downscale_stabilization_period": 300.0,
-    "max_upscale_factor": 1.5,
-    "max_downscale_factor": 0.75,
-    "upscale_tolerance": 0.05,
-    "downscale_tolerance": 0.05,
-    "panic_threshold": 1e9,  # no panic mode
-}
+CORTEX_AUTOSCALING: dict[str, Any] = dict(CORTEX_DEFAULTS)  # Cortex's realtime autoscaler defaults
 TARGET_FACTORS = (0.25, 0.5, 1.0, 2.0)  # sweep: x the API's configured target in-flight
 NAIVE_FACTORS = (0.25, 0.5, 1.0)  # sweep: x max_replicas, for single-model APIs
 HPA_MIN_FACTORS = (0.0, 0.25, 0.5)
