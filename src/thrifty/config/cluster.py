@@ -20,6 +20,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from thrifty.catalog import close_matches, lookup
+from thrifty.config.names import reject_duplicates
 from thrifty.config.units import Cpu, Duration, Size
 from thrifty.policy.cluster_types import NodePool, NodeSpec
 
@@ -283,11 +284,7 @@ class ClusterConfig(_Strict):
     @field_validator("node_pools")
     @classmethod
     def _unique(cls, v: list[NodePoolConfig]) -> list[NodePoolConfig]:
-        seen: set[str] = set()
-        for pool in v:
-            if pool.name in seen:
-                raise ValueError(f"pool name {pool.name!r} appears more than once")
-            seen.add(pool.name)
+        reject_duplicates((pool.name for pool in v), "pool name")
         return v
 
     @model_validator(mode="after")

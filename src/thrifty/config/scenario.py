@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from thrifty.config.cluster import ClusterConfig, ProviderName
 from thrifty.config.limits import Limits
 from thrifty.config.loader import read_data, read_text, validate_model
+from thrifty.config.names import reject_duplicates
 from thrifty.config.schema import ApiConfig
 from thrifty.config.units import Duration, Percent, Size
 
@@ -192,11 +193,7 @@ class ScenarioConfig(_Strict):
     def _unique(cls, v: list[ApiConfig]) -> list[ApiConfig]:
         if len(v) > MAX_APIS:
             raise ValueError(f"lists {len(v)} APIs; a scenario may have at most {MAX_APIS}")
-        seen: set[str] = set()
-        for api in v:
-            if api.name in seen:
-                raise ValueError(f"API name {api.name!r} appears more than once")
-            seen.add(api.name)
+        reject_duplicates((api.name for api in v), "API name")
         return v
 
     @model_validator(mode="after")

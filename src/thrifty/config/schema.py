@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 from thrifty.config.cluster import POOL_NAME_RE, ClusterConfig
 from thrifty.config.limits import Limits
+from thrifty.config.names import reject_duplicates
 from thrifty.config.units import CountOrPercent, Cpu, Duration, Percent, Size
 
 API_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
@@ -460,11 +461,7 @@ class ProjectConfig(Strict):
     @field_validator("apis")
     @classmethod
     def _unique(cls, v: list[ApiConfig]) -> list[ApiConfig]:
-        seen: set[str] = set()
-        for api in v:
-            if api.name in seen:
-                raise ValueError(f"API name {api.name!r} appears more than once")
-            seen.add(api.name)
+        reject_duplicates((api.name for api in v), "API name")
         return v
 
     @field_validator("splitters")
