@@ -16,7 +16,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 THRIFTY = str(Path(sys.executable).parent / "thrifty")
-EXAMPLES = ["echo", "iris", "embeddings", "translator"]
+EXAMPLES = ["echo", "iris", "embeddings", "translator", "textgen"]
 
 
 def sh(*args: str, check: bool = True) -> int:
@@ -50,6 +50,8 @@ def main() -> int:
         for pair in ("de-en", "es-it", "it-sv", "nl-pt", "sv-fr", "pt-de", "fr-es", "en-nl", "it-de", "de-sv"):
             url = f"localhost:{port}/translator/{pair}"
             subprocess.run(["curl", "-s", "-o", "/dev/null", "-X", "POST", url, "-d", '{"text": "hi"}'], check=True)
+        # A generator predictor: tokens stream one by one as they are produced.
+        sh("predict", "textgen", "examples/textgen/sample.json", "--stream")
         time.sleep(1.5)  # the gateway asks replicas which models they hold once a second
         sh("get")
         sh("get", "iris")
