@@ -7,6 +7,7 @@ from pathlib import Path
 
 from thrifty.config.scenario import parse_scenario_text
 from thrifty.sim.__main__ import simulate
+from thrifty.sim.report import targets
 from thrifty.sim.strategies import STRATEGIES
 
 TEXT = """
@@ -61,3 +62,15 @@ def test_cli_validates_a_scenario_and_simulates(tmp_path: Path) -> None:
                                  "--strategy", "thrifty", "--no-sweep", "-q"])  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "| thrifty |" in result.output
+
+
+def test_thrifty_against_cortex_is_judged_at_equal_service() -> None:
+    sc = parse_scenario_text(TEXT, "s.yaml")
+    cortex = {"strategy": "cortex", "total_dollars": 0.33, "slo_attainment_percent": 94.0}
+    best = {"strategy": "thrifty", "total_dollars": 0.57, "slo_attainment_percent": 97.2}  # best attainment
+    cheaper = {"total_dollars": 0.30, "slo_attainment_percent": 96.8}  # another setting of its knob
+    worse = {"total_dollars": 0.10, "slo_attainment_percent": 90.0}  # cheaper, but below cortex's service
+    (check,) = targets(sc, [cortex, best], {"thrifty": [worse, cheaper]})
+    assert check["met"] is True and "$0.30 vs $0.33" in check["figures"]
+    (check,) = targets(sc, [cortex, best], {"thrifty": [worse]})
+    assert check["met"] is False

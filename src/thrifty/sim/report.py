@@ -75,10 +75,14 @@ def markdown(scenario: ScenarioConfig, rows: list[dict[str, Any]]) -> str:
     return head + "\n".join(lines) + "\n"
 
 
-def targets(scenario: ScenarioConfig, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def targets(
+    scenario: ScenarioConfig, rows: list[dict[str, Any]], sweeps: dict[str, list[dict[str, Any]]] | None = None
+) -> list[dict[str, Any]]:
     """The issue's targets, checked on this run (printed, never asserted): thrifty <= 5% of naive with >= 99.9%
     within the SLO and no request lost to a preemption (gpu-1000-models), and thrifty cheaper than cortex at
-    equal or better SLO attainment (every scenario)."""
+    equal or better SLO attainment (every scenario). For the latter, any setting of thrifty's swept knob
+    counts: where neither meets the SLO, the strategies' reported rows are their best attainment, and
+    "equal or better" is judged against cortex's row with thrifty's cheapest setting that reaches it."""
     by = {r["strategy"]: r for r in rows}
     out: list[dict[str, Any]] = []
     t, naive, cortex = by.get("thrifty"), by.get("naive"), by.get("cortex")
@@ -89,9 +93,12 @@ def targets(scenario: ScenarioConfig, rows: list[dict[str, Any]]) -> list[dict[s
                     "met": ok, "figures": f"{share:.2f}% of naive; {t['slo_attainment_percent']:.3f}% within SLO; "
                     f"{t['lost']} lost" if share is not None else "naive cost nothing"})  # fmt: skip
     if t is not None and cortex is not None:
-        ok = t["total_dollars"] < cortex["total_dollars"] and (
-            t["slo_attainment_percent"] >= cortex["slo_attainment_percent"]
-        )
+        floor = cortex["slo_attainment_percent"]
+        settings = [t, *(sweeps or {}).get("thrifty", [])]
+        good = [c for c in settings if c["slo_attainment_percent"] >= floor]
+        if good:
+            t = min(good, key=lambda c: c["total_dollars"])
+        ok = t["total_dollars"] < cortex["total_dollars"] and t["slo_attainment_percent"] >= floor
         out.append({"target": "thrifty cheaper than cortex at equal or better SLO attainment", "met": ok,
                     "figures": f"${t['total_dollars']:.2f} vs ${cortex['total_dollars']:.2f}; "
                     f"{t['slo_attainment_percent']:.3f}% vs {cortex['slo_attainment_percent']:.3f}%"})  # fmt: skip
@@ -111,7 +118,7 @@ def write_report(scenario: ScenarioConfig, runs: list[RunResult], out: Path,
             for s in tried:
                 text += (f"| {name} | {s['knob']} = {s['value']:g} | {s['total_dollars']:.2f} | "
                          f"{s['slo_attainment_percent']:.3f}% | {'yes' if s['slo_met'] else 'NO'} |\n")  # fmt: skip
-    checks = targets(scenario, rows)
+    checks = targets(scenario, rows, sweeps)
     if checks:
         text += "\nTargets:\n\n" + "".join(
             f"- {'met' if c['met'] else 'MISSED'}: {c['target']} ({c['figures']})\n" for c in checks
