@@ -10,19 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cluster_operator_env import ClusterOperatorEnv
 
-from thrifty.clouds.fake import FakeCloud
-from thrifty.config.cluster import ClusterConfig
-from thrifty.control.cluster import Cluster
-from thrifty.control.fake_gateway import FakeGateway
-from thrifty.control.home import Home
 from thrifty.control.nodes import NODE_EVENT_KINDS
-from thrifty.control.operator import Operator
-from thrifty.control.store import Store
-from thrifty.engines.fake import FakeEngine
-from thrifty.project_archive import pack
-
-PREDICTOR = "class Predictor:\n    def predict(self, payload):\n        return 1\n"
 
 CLUSTER = {
     "engine": "ray",
@@ -47,46 +37,15 @@ apis:
 """
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-class Env:
+class Env(ClusterOperatorEnv):
     def __init__(self, tmp: Path) -> None:
-        self.tmp = tmp
-        self.clock = Clock()
-        home = Home(tmp / "home")
-        home.ensure()
-        self.store = Store(home.db_path)
-        self.engine = FakeEngine(self.clock, ready_after_s=1.0)
-        self.gateway = FakeGateway()
-        self.cloud = FakeCloud(self.clock, launch_delay_s=2.0)
-        self.cluster = Cluster(ClusterConfig.model_validate(CLUSTER), self.cloud, self.store, self.clock)
-        self.op = Operator(
-            home, self.store, self.engine, self.gateway, clock=self.clock, mono=self.clock,
-            cluster=self.cluster, placing=self.engine,
-        )  # fmt: skip
-        self.deploys = 0
+        super().__init__(tmp, CLUSTER)
 
     async def deploy(self, yaml: str) -> None:
-        self.deploys += 1
-        folder = self.tmp / f"p{self.deploys}"
-        folder.mkdir()
-        (folder / "thrifty.yaml").write_text(yaml)
-        (folder / "predictor.py").write_text(PREDICTOR)
-        await self.op.deploy(pack(folder))
-
-    async def tick(self, seconds: float = 0.5, times: int = 1) -> None:
-        for _ in range(times):
-            self.clock.now += seconds
-            await self.op.reconcile_once(self.clock.now)
+        await self.deploy_yaml(yaml)
 
     def ready(self, api: str) -> list[str]:
-        return [o.replica_id for o in self.engine.observe() if o.api == api and o.state == "ready"]
+        return self.ready_replicas(api)
 
     def node_of(self, replica_id: str) -> str | None:
         placement = self.engine.placements.get(replica_id)

@@ -7,17 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from cluster_operator_env import ClusterOperatorEnv
 
-from thrifty.clouds.fake import FakeCloud
-from thrifty.config.cluster import ClusterConfig
-from thrifty.control.cluster import Cluster
-from thrifty.control.fake_gateway import FakeGateway
-from thrifty.control.home import Home
-from thrifty.control.operator import Operator
 from thrifty.control.spot_step import SPOT_EVENT_KINDS
-from thrifty.control.store import Store
-from thrifty.engines.fake import FakeEngine
-from thrifty.project_archive import pack
 
 CLUSTER = {
     "engine": "ray",
@@ -35,42 +27,15 @@ CLUSTER = {
 PROJECT = "apis:\n  - name: a\n    compute: {cpu: 1.5}\n    autoscaling: {min_replicas: 1, max_replicas: 1}\n"
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-class Env:
+class Env(ClusterOperatorEnv):
     def __init__(self, tmp: Path) -> None:
-        self.tmp = tmp
-        self.clock = Clock()
-        home = Home(tmp / "home")
-        home.ensure()
-        self.store = Store(home.db_path)
-        self.engine = FakeEngine(self.clock, ready_after_s=1.0)
-        self.gateway = FakeGateway()
-        self.cloud = FakeCloud(self.clock, launch_delay_s=2.0)
-        self.cluster = Cluster(ClusterConfig.model_validate(CLUSTER), self.cloud, self.store, self.clock)
-        self.op = Operator(home, self.store, self.engine, self.gateway, clock=self.clock, mono=self.clock,
-                           cluster=self.cluster, placing=self.engine)  # fmt: skip
+        super().__init__(tmp, CLUSTER)
 
     async def deploy(self) -> None:
-        folder = self.tmp / "p"
-        folder.mkdir()
-        (folder / "thrifty.yaml").write_text(PROJECT)
-        (folder / "predictor.py").write_text("class Predictor:\n    def predict(self, p):\n        return 1\n")
-        await self.op.deploy(pack(folder))
-
-    async def tick(self, seconds: float = 0.5, times: int = 1) -> None:
-        for _ in range(times):
-            self.clock.now += seconds
-            await self.op.reconcile_once(self.clock.now)
+        await self.deploy_yaml(PROJECT)
 
     def ready(self) -> list[str]:
-        return [o.replica_id for o in self.engine.observe() if o.state == "ready"]
+        return self.ready_replicas()
 
     def kinds(self) -> list[str]:
         return [e.kind for e in self.store.cluster_events(SPOT_EVENT_KINDS, 200)]
