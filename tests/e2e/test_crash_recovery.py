@@ -8,30 +8,16 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
 import pytest
-from e2e_helpers import Load, wait_until
+from conftest import EXAMPLES, THRIFTY
+from e2e_helpers import Load, alive, wait_until
 
 pytestmark = pytest.mark.e2e
-
-THRIFTY = str(Path(sys.executable).parent / "thrifty")
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except OSError:
-        return False
 
 
 def dataplane_pids(home: Path) -> set[int]:

@@ -5,29 +5,15 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import httpx
 import orjson
 import pytest
-from e2e_helpers import wait_until
+from conftest import EXAMPLES, THRIFTY
+from e2e_helpers import alive, wait_until
 
 pytestmark = pytest.mark.e2e
-
-THRIFTY = str(Path(sys.executable).parent / "thrifty")
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][:1] != "Z"
-    except OSError:
-        return False
 
 
 def platform_pids(home: Path) -> list[int]:
