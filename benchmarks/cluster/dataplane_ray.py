@@ -23,13 +23,11 @@ import asyncio
 import importlib.util
 import json
 import os
-import secrets
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -85,38 +83,13 @@ async def ready(observe: Any, replica_id: str, timeout_s: float = 60.0) -> Repli
 def start_gateway(
     bench: ModuleType, tmp: Path, secret_file: Path, replicas: dict[str, ReplicaObservation]
 ) -> tuple[subprocess.Popen[bytes], int]:
-    """The gateway with the platform secret, routes pushed through its admin API as the operator does."""
-    token = secrets.token_hex(16)
-    (tmp / "token").write_text(token)
-    port_file = tmp / "gateway.json"
-    args = [
-        sys.executable, "-m", "thrifty.dataplane.gateway_main", "--host", "127.0.0.1", "--port", "0",
-        "--admin-port", "0", "--port-file", str(port_file), "--token-file", str(tmp / "token"),
-        "--secret-file", str(secret_file),
-    ]  # fmt: skip
-    proc = subprocess.Popen(args, stdout=(tmp / "gateway.log").open("ab"), stderr=subprocess.STDOUT)
-    ports = bench._wait("gateway", lambda: bench._read_json(port_file), proc=proc)
-    table = {
-        "apis": {
-            api: {
-                "replicas": [{"id": obs.replica_id, "host": obs.host, "port": obs.port, "draining": False}],
-                "api_keys_sha256": [],
-                "max_payload": 2**20,
-                "request_timeout_s": 10.0,
-            }
-            for api, obs in replicas.items()
-        }
+    """The data-plane benchmark's gateway, with the platform secret and a route per replica."""
+    routes = {
+        api: [{"id": obs.replica_id, "host": obs.host, "port": obs.port, "draining": False}]
+        for api, obs in replicas.items()
     }
-    req = urllib.request.Request(
-        f"http://127.0.0.1:{ports['admin_port']}/_thrifty/routes",
-        data=json.dumps(table).encode(),
-        method="PUT",
-        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(req, timeout=5) as resp:
-        if resp.status != 200:
-            raise SystemExit(f"pushing routes failed: {resp.status}")
-    return proc, int(ports["port"])
+    proc, port = bench.start_gateway(tmp, 0, tmp / "gateway.log", secret_file=secret_file, routes=routes)
+    return proc, int(port)
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:

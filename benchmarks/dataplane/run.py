@@ -119,7 +119,16 @@ def start_replica(tmp: Path, predictor_class: str, log: Path) -> tuple[subproces
     return proc, port
 
 
-def start_gateway(tmp: Path, replica_port: int, log: Path) -> tuple[subprocess.Popen[bytes], int]:
+def start_gateway(
+    tmp: Path,
+    replica_port: int,
+    log: Path,
+    *,
+    secret_file: Path | None = None,
+    routes: dict[str, list[dict[str, Any]]] | None = None,
+) -> tuple[subprocess.Popen[bytes], int]:
+    """The gateway, with its routes pushed through its admin API as the operator does: by default the echo
+    API on one replica at ``replica_port``; ``routes``: API name -> replica rows (id, host, port, draining)."""
     token = secrets.token_hex(16)
     token_file = tmp / "token"
     token_file.write_text(token)
@@ -128,16 +137,16 @@ def start_gateway(tmp: Path, replica_port: int, log: Path) -> tuple[subprocess.P
         _python(), "-m", "thrifty.dataplane.gateway_main", "--host", "127.0.0.1", "--port", "0",
         "--admin-port", "0", "--port-file", str(port_file), "--token-file", str(token_file),
     ]  # fmt: skip
+    if secret_file is not None:
+        args += ["--secret-file", str(secret_file)]
     proc = subprocess.Popen(args, stdout=log.open("ab"), stderr=subprocess.STDOUT)
     ports = _wait("gateway", lambda: _read_json(port_file), proc=proc)
+    if routes is None:
+        routes = {"echo": [{"id": "echo-bench-1", "host": "127.0.0.1", "port": replica_port, "draining": False}]}
     table = {
         "apis": {
-            "echo": {
-                "replicas": [{"id": "echo-bench-1", "host": "127.0.0.1", "port": replica_port, "draining": False}],
-                "api_keys_sha256": [],
-                "max_payload": 2**20,
-                "request_timeout_s": 10.0,
-            }
+            api: {"replicas": rows, "api_keys_sha256": [], "max_payload": 2**20, "request_timeout_s": 10.0}
+            for api, rows in routes.items()
         }
     }
     req = urllib.request.Request(
