@@ -96,7 +96,7 @@ def validate_data(
     limits: Limits | None = None,
 ) -> ProjectConfig:
     """Validate parsed YAML (or JSON) data. ``source`` names the file in error messages."""
-    return _validate(ProjectConfig, data, source, lines, limits, "a mapping with an 'apis' list", "config")
+    return validate_model(ProjectConfig, data, source, lines, limits, "a mapping with an 'apis' list", "config")
 
 
 def validate_model(
@@ -108,20 +108,8 @@ def validate_model(
     top_level: str,
     what: str,
 ) -> M:
-    """Validate parsed data against any config model (e.g. a simulator scenario) with located errors;
-    ``top_level`` says what the file's top level must be, ``what`` names the file's kind in messages."""
-    return _validate(model, data, source, lines, limits, top_level, what)
-
-
-def _validate(
-    model: type[M],
-    data: Any,
-    source: str,
-    lines: dict[tuple[str | int, ...], int] | None,
-    limits: Limits | None,
-    top_level: str,
-    what: str,
-) -> M:
+    """Validate parsed data against any config model (project, cluster file, simulator scenario) with located
+    errors; ``top_level`` says what the file's top level must be, ``what`` names the file's kind in messages."""
     if not isinstance(data, dict):
         raise ConfigError(
             f"{source}: the top level must be {top_level}, got {type(data).__name__}",
@@ -173,7 +161,7 @@ def parse_cluster_text(text: str, source: str, limits: Limits | None = None) -> 
     """Validate a cluster file's text, with the same bounds and located errors as a project's."""
     limits = limits or Limits.from_env()
     data, lines = read_data(text, source, limits)
-    return _validate(ClusterConfig, data, source, lines, limits, "a mapping (engine, provider, node_pools, ...)",
+    return validate_model(ClusterConfig, data, source, lines, limits, "a mapping (engine, provider, node_pools, ...)",
                      "cluster file")  # fmt: skip
 
 

@@ -15,6 +15,7 @@ import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 TOKEN_ENV = "THRIFTY_PROCESS_TOKEN"
 UNKNOWN_EXIT_CODE = -1  # an adopted process is not our child: its exit code cannot be collected
@@ -118,6 +119,23 @@ def stop_processes(identities: list[ProcessIdentity], grace_s: float, poll_s: fl
             time.sleep(poll_s)
 
 
+class Stoppable(Protocol):
+    def terminate(self) -> None: ...
+    def kill(self) -> None: ...
+    async def wait(self, timeout_s: float) -> int | None: ...
+
+
+async def stop_with_grace(proc: Stoppable, grace_s: float) -> int:
+    """SIGTERM, wait up to ``grace_s`` for a graceful exit, then SIGKILL; the exit code (-9 when even that
+    was not seen)."""
+    proc.terminate()
+    code = await proc.wait(grace_s)
+    if code is None:
+        proc.kill()
+        code = await proc.wait(5.0)
+    return code if code is not None else -9
+
+
 class AdoptedProcess:
     """A platform process that a previous operator started: observed by identity, stopped by signal.
 
@@ -154,9 +172,4 @@ class AdoptedProcess:
 
     async def stop(self, grace_s: float) -> int:
         """SIGTERM, wait up to ``grace_s`` for a graceful exit, then SIGKILL."""
-        self.terminate()
-        code = await self.wait(grace_s)
-        if code is None:
-            self.kill()
-            code = await self.wait(5.0)
-        return code if code is not None else -9
+        return await stop_with_grace(self, grace_s)

@@ -18,7 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from thrifty.engines.identity import TOKEN_ENV, ProcessIdentity
+from thrifty.engines.identity import TOKEN_ENV, ProcessIdentity, stop_with_grace
 
 
 class ChildProcess:
@@ -66,12 +66,7 @@ class ChildProcess:
 
     async def stop(self, grace_s: float) -> int:
         """SIGTERM, wait up to ``grace_s`` for a graceful exit, then SIGKILL."""
-        self.terminate()
-        code = await self.wait(grace_s)
-        if code is None:
-            self.kill()
-            code = await self.wait(5.0)
-        return code if code is not None else -9
+        return await stop_with_grace(self, grace_s)
 
 
 def python_module_args(module: str, *args: str) -> list[str]:
