@@ -99,3 +99,22 @@ def test_same_seed_same_result_with_model_routing() -> None:
     first, second = run(sc), run(sc)
     assert first["cache_hit_ratio"] is not None and 0 < first["cache_hit_ratio"] < 1
     assert first == second
+
+
+def test_keep_warm_runs_through_the_operator_and_buys_cache_hits() -> None:
+    # 20 models, 2 cached per replica, keep_warm 2m wants ~15 replicas (capped at 6): the
+    # fleet sits at its maximum instead of following the load.
+    def multi(keep_warm: str) -> ScenarioConfig:
+        models = f"models: {{source: 's3://m/', cache_size: 2, keep_warm: {keep_warm}}}"
+        text = (
+            SCENARIO.replace("WARM", "true")
+            .replace("autoscaling: {min_replicas: 1, max_replicas: 6}}]",
+                     f"autoscaling: {{min_replicas: 1, max_replicas: 6}},\n        {models}}}]")
+            .replace("cold_start: 10s}}",
+                     "cold_start: 10s, models: {count: 20, size: 10Mi, download: 1s, load: 200ms}}}")
+        )  # fmt: skip
+        return parse_scenario_text(text, "s.yaml")
+
+    off, on = run(multi("0s")), run(multi("2m"))
+    assert sum(on["replica_hours"].values()) > 1.2 * sum(off["replica_hours"].values())
+    assert on["cache_hit_ratio"] > off["cache_hit_ratio"]

@@ -249,6 +249,13 @@ class ModelsConfig(Strict):
     disk_cache_bytes: Size | None = Field(None, gt=0, description="Most bytes of models on local disk.")
     poll_interval: Duration = Field(30.0, gt=0, description="How often the source is checked for new versions.")
     preload: list[str] = Field(default_factory=list, description="Models loaded when a replica starts.")
+    keep_warm: Duration = Field(
+        0.0,
+        ge=0,
+        le=86400,
+        description="Keep enough replicas that every model requested within this window fits the replicas' "
+        "memory caches (1.5 x models / cache_size replicas at least); 0 = off: replicas follow the load only.",
+    )
 
     @field_validator("preload")
     @classmethod
@@ -265,6 +272,8 @@ class ModelsConfig(Strict):
     def _cache_bounds(self) -> ModelsConfig:
         if self.cache_size is None and self.cache_bytes is None:
             raise ValueError("set cache_size (models) or cache_bytes (bytes) to bound the memory cache")
+        if self.keep_warm and self.cache_size is None:
+            raise ValueError("keep_warm needs cache_size (models per replica) to size the fleet's caches")
         if self.cache_size is not None and self.disk_cache_size is not None and self.disk_cache_size < self.cache_size:
             raise ValueError(
                 f"disk_cache_size ({self.disk_cache_size}) must be at least cache_size ({self.cache_size})"

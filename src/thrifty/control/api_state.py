@@ -78,6 +78,7 @@ def route_entry(
         "cold_start_timeout_s": scaling.cold_start_timeout,
         "max_cold_queue": scaling.max_cold_queue,
         "multi_model": rt.spec.config.models is not None,
+        "keep_warm_s": rt.spec.config.models.keep_warm if rt.spec.config.models is not None else 0.0,
         "protocol": rt.spec.config.serving.protocol,
     }
 

@@ -4,6 +4,10 @@ The signal is the API's average in-flight requests over the last second (queued 
 + held at the gateway). The gateway keeps a cumulative integral of in-flight over time
 (``in_flight_seconds``), so the average between two snapshots is exact however bursty the traffic;
 without it the instantaneous count is used.
+
+A multi-model API with ``models.keep_warm`` also gets a floor from the gateway's count of the distinct
+models asked for within that window (``policy.keep_warm``): the policy then sees ``min_replicas`` raised to
+the floor (never above ``max_replicas``), and its reason says so.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from typing import Any
 
 from thrifty.config.schema import ApiConfig
 from thrifty.policy.autoscaling import AutoscalerState, ScalingDecision, decide
+from thrifty.policy.keep_warm import warm_floor
 
 
 @dataclass
@@ -22,10 +27,13 @@ class ApiScaler:
     state: AutoscalerState = field(default_factory=AutoscalerState)
     last_integral: tuple[float, float] | None = None  # (t_s, in_flight_seconds) of the previous snapshot
     last_decision: dict[str, Any] | None = None
+    models_recent: int | None = None  # distinct models asked for within keep_warm, as the gateway last said
 
     def observe(self, t_s: float, api_stats: dict[str, Any], keep_s: float) -> float:
         """Turn one gateway snapshot of this API into an in-flight sample; returns the sample."""
         value = float(api_stats.get("in_flight", 0))
+        recent = api_stats.get("models_recent")
+        self.models_recent = int(recent) if isinstance(recent, int | float) and recent >= 0 else None
         integral = api_stats.get("in_flight_seconds")
         if integral is not None:
             integral = float(integral)
@@ -43,7 +51,22 @@ class ApiScaler:
         self.last_integral = None
 
     def tick(self, api: ApiConfig, current: int, now_s: float) -> ScalingDecision:
-        decision = decide(api.autoscaling, api.target_in_flight, list(self.samples), current, self.state, now_s)
+        cfg = api.autoscaling
+        floor = 0
+        models = api.models
+        if models is not None and models.keep_warm and models.cache_size and self.models_recent is not None:
+            floor = min(warm_floor(self.models_recent, models.cache_size), cfg.max_replicas)
+            if floor > cfg.min_replicas:
+                cfg = cfg.model_copy(update={"min_replicas": floor})
+        decision = decide(cfg, api.target_in_flight, list(self.samples), current, self.state, now_s)
+        if floor and models is not None:
+            decision.reason["keep_warm"] = {"models_recent": self.models_recent, "floor": floor,
+                                            "window_s": models.keep_warm}  # fmt: skip
+            if floor > api.autoscaling.min_replicas and decision.desired == floor:
+                decision.reason["summary"] = (
+                    f"{decision.reason.get('summary', '')} (keep_warm: {self.models_recent} models asked for in "
+                    f"the last {models.keep_warm:g}s need {floor} replicas' memory caches)"
+                ).strip()
         self.state = decision.state
         self.last_decision = decision.reason
         return decision

@@ -90,7 +90,7 @@ class GatewayApp(ReplicaProxy):
         self.shadow = ShadowSender(self._forward, clock)
         self._request_ids = RequestIds(b"gw" + os.urandom(4).hex().encode("ascii") + b"-")
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(GatewayCollector(lambda: list(self.routes.values())))
+        self.registry.register(GatewayCollector(lambda: list(self.routes.values()), clock))
         self.registry.register(ModelMetricsCollector(lambda: list(self.routes.values())))
         self.registry.register(SplitterCollector(lambda: list(self.splitters.values())))
 

@@ -121,6 +121,8 @@ class ReplicaProxy:
         replicas = route.replicas
         current = route
         model = model_request_key(fwd_path) if route.multi_model and self.model_routing else None
+        if model is not None and route.recent_models is not None:
+            route.recent_models.seen(model[0], start)
         tried: list[ReplicaState] = []
         tried_idx: set[int] = set()
         cut: tuple[ReplicaState, ...] = ()  # replicas that reset this request before answering (not draining)

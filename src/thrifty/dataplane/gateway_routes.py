@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from thrifty.dataplane.gateway_stats import ApiStats
 from thrifty.dataplane.process_io import write_atomic
+from thrifty.models.recent import RecentModels
 
 DEFAULT_MAX_PAYLOAD = 10 * 2**20
 
@@ -44,6 +45,8 @@ class ApiRouteDoc(_Doc):
     max_cold_queue: int = Field(1000, ge=1)
     # A multi-model API: requests name a model (POST /<api>/<model>[/<version>]) and go to replicas holding it.
     multi_model: bool = False
+    # models.keep_warm: the gateway counts the distinct models asked for within this window (0 = not counted).
+    keep_warm_s: float = Field(0.0, ge=0, le=86400)
     # v2: also served at /v2/models/<api>/... (the Open Inference Protocol), the path forwarded as it is.
     protocol: Literal["thrifty", "v2"] = "thrifty"
     # Replicas the platform lost with their node (a spot reclaim, a node given back), not crashes: a request
@@ -108,8 +111,8 @@ class ApiRoute:
     __slots__ = (
         "cold_start_timeout_s", "hold_when_empty", "key_hashes", "lost_s", "lost_with_node", "max_cold_queue",
         "max_payload",
-        "model_orders", "multi_model", "name", "name_bytes", "replicas", "stats", "stream_idle_timeout_s", "timeout_s",
-        "v2",
+        "model_orders", "multi_model", "name", "name_bytes", "recent_models", "replicas", "stats",
+        "stream_idle_timeout_s", "timeout_s", "v2",
     )  # fmt: skip
 
     def __init__(
@@ -144,6 +147,7 @@ class ApiRoute:
         # draining first: a crash): until a replacement is listed, requests wait for it instead of a 503.
         self.lost_s: float | None = None
         self.lost_with_node: frozenset[str] = frozenset()  # replica ids the platform lost with their node
+        self.recent_models: RecentModels | None = None  # models asked for within keep_warm (multi-model APIs)
 
     @property
     def replicas_ready(self) -> int:
@@ -180,6 +184,12 @@ def build_routes(doc: RoutesDoc, old: dict[bytes, ApiRoute], now_s: float = 0.0)
         )
         new[key].stream_idle_timeout_s = api.stream_idle_timeout_s
         new[key].lost_with_node = frozenset(api.lost_with_node)
+        if api.multi_model and api.keep_warm_s > 0:
+            kept_recent = prev.recent_models if prev is not None else None
+            new[key].recent_models = (
+                kept_recent if kept_recent is not None and kept_recent.window_s == api.keep_warm_s
+                else RecentModels(api.keep_warm_s)
+            )  # fmt: skip
         if prev is not None:
             route = new[key]
             route.lost_s = prev.lost_s

@@ -71,6 +71,7 @@ class ApiStats:
             },
             "retries": self.retries,
             "replicas": {r.id: {"in_flight": r.in_flight} for r in route.replicas},
+            **({"models_recent": route.recent_models.count(now_s)} if route.recent_models is not None else {}),
         }
 
 
@@ -118,8 +119,9 @@ class SplitterStats:
 class GatewayCollector(Collector):
     """Builds the Prometheus families from the live routing table at scrape time."""
 
-    def __init__(self, routes: Callable[[], Iterable[ApiRoute]]) -> None:
+    def __init__(self, routes: Callable[[], Iterable[ApiRoute]], clock: Callable[[], float] | None = None) -> None:
         self._routes = routes
+        self._clock = clock
 
     def collect(self) -> Iterator[Metric]:
         requests = CounterMetricFamily(
@@ -129,6 +131,9 @@ class GatewayCollector(Collector):
         in_flight = GaugeMetricFamily("thrifty_in_flight", "Requests in flight at the gateway.", labels=["api"])
         retries = CounterMetricFamily("thrifty_retries", "Requests retried on another replica.", labels=["api"])
         ready = GaugeMetricFamily("thrifty_replicas_ready", "Replicas taking new requests.", labels=["api"])
+        recent = GaugeMetricFamily(
+            "thrifty_models_recent", "Distinct models asked for within the API's keep_warm window.", labels=["api"]
+        )
         for route in self._routes():
             s = route.stats
             for code_class in (2, 4, 5):
@@ -143,7 +148,9 @@ class GatewayCollector(Collector):
             in_flight.add_metric([route.name], s.in_flight)
             retries.add_metric([route.name], s.retries)
             ready.add_metric([route.name], route.replicas_ready)
-        yield from (requests, duration, in_flight, retries, ready)
+            if route.recent_models is not None and self._clock is not None:
+                recent.add_metric([route.name], route.recent_models.count(self._clock()))
+        yield from (requests, duration, in_flight, retries, ready, recent)
 
 
 class SplitterCollector(Collector):

@@ -59,6 +59,8 @@ class Observation:
     # turns two of them into the exact average over the tick (a bare sample at low load is mostly 0 or 2,
     # which sends the panic window up for nothing).
     in_flight_seconds: dict[str, float] = field(default_factory=dict)
+    # models.keep_warm: distinct models asked for within the API's window, as the real gateway counts them.
+    models_recent: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -163,14 +165,14 @@ class OperatorControlPlane:
                 self.engine.crash(rid, 137, {"message": "the replica's node went away"})
         for node_id, notice_s in obs.noticed:
             drive(self.cloud.preempt(node_id, notice_s))
-        stats = {
-            "apis": {
-                name: {"in_flight": value, "in_flight_seconds": obs.in_flight_seconds.get(name)}
-                if name in obs.in_flight_seconds
-                else {"in_flight": value}
-                for name, value in obs.in_flight.items()
-            }
-        }
+        apis: dict[str, dict[str, Any]] = {}
+        for name, value in obs.in_flight.items():
+            api = apis[name] = {"in_flight": value}
+            if name in obs.in_flight_seconds:
+                api["in_flight_seconds"] = obs.in_flight_seconds[name]
+            if name in obs.models_recent:
+                api["models_recent"] = obs.models_recent[name]
+        stats = {"apis": apis}
         self.gateway.next_stats = stats
         if self.scaler is None:
             self.op.autoscale(stats, self.gateway.generation)

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from thrifty.config.scenario import ScenarioConfig
+from thrifty.models.recent import RecentModels
 from thrifty.policy.cluster_types import ClusterReplica, NodeSpec, NodeState, NodeView, ReplicaRequest
 from thrifty.policy.placement import request_of
 from thrifty.sim.control import Actions, ControlPlane, Observation
@@ -77,6 +78,12 @@ class Simulation:
         self.rng = random.Random(scenario.seed + 1)
         self.noticed: list[tuple[str, float]] = []
         self._requests: dict[int, ReplicaRequest] = {}  # per API: what a replica asks of its node
+        # models.keep_warm: the gateway's count of the models asked for recently, fed with each tick's arrivals.
+        self.recent: dict[int, RecentModels] = {
+            a.index: RecentModels(float(a.config.models.keep_warm))
+            for a in self.apis
+            if a.multi and a.model_aware and a.config.models is not None and a.config.models.keep_warm
+        }
         self.result = RunResult(strategy, scenario.duration, self.apis,
                                 node_seconds={p: 0.0 for p in self.pools}, dollars={p: 0.0 for p in self.pools},
                                 replica_seconds={a.name: 0.0 for a in self.apis})  # fmt: skip
@@ -130,7 +137,17 @@ class Simulation:
             reps_a = self.dp.routable[a.index]
             busy[a.name] = sum(r.executing for r in reps_a) / (len(reps_a) * a.slots) if reps_a else 0.0
         noticed, self.noticed = tuple(self.noticed), []
-        return Observation(in_flight, views, reps, noticed, warm, busy, in_flight_s)
+        recent = {self.apis[i].name: r.count(now_s) for i, r in self.recent.items()}
+        return Observation(in_flight, views, reps, noticed, warm, busy, in_flight_s, recent)
+
+    def _see_models(self, lo: int, hi: int, now_s: float) -> None:
+        """The gateway's ``RecentModels.seen`` for the arrivals ``lo:hi`` (one tick's), at the tick's end."""
+        arr = self.arrivals
+        for i, recent in self.recent.items():
+            models = arr.model[lo:hi][arr.api[lo:hi] == i] if len(self.apis) > 1 else arr.model[lo:hi]
+            keys = self.apis[i].keys
+            for m in np.unique(models).tolist():
+                recent.seen(keys[m], now_s)
 
     def control_request(self, rep: SimReplica) -> ReplicaRequest:
         req = self._requests.get(rep.api.index)
@@ -179,6 +196,8 @@ class Simulation:
             lo, hi = int(bounds[k]), int(bounds[k + 1])
             self.dp.advance(arr.times_s[lo:hi].tolist(), arr.api[lo:hi].tolist(), arr.model[lo:hi].tolist(),
                             zs[lo:hi].tolist(), now + dt)  # fmt: skip
+            if self.recent:
+                self._see_models(lo, hi, now + dt)
         end = ticks * dt
         close = getattr(self.control, "close", None)
         if close is not None:

@@ -11,11 +11,12 @@ configuration the operator is given, as a user would set it:
   (``policy.hpa``, a simulator-only baseline that replaces the operator's autoscaler; knob: min replicas).
 - ``cortex``: Cortex's autoscaler defaults through the real autoscaling policy (no panic mode, 60 s up and
   300 s down stabilization, 1.5x/0.75x steps), spot with notices ignored, a per-replica LRU cache without
-  model-aware routing, whole GPUs, no consolidation (knob: target in-flight).
+  model-aware routing and without a ``models.keep_warm`` floor, whole GPUs, no consolidation (knob: target
+  in-flight).
 - thrifty with each lever switched on in turn (knob: target in-flight): ``thrifty-autoscaling`` (queue
   autoscaling; on-demand, one replica per model, whole GPUs, no consolidation) -> ``thrifty+spot`` (spot,
-  notices drained) -> ``thrifty+multi-model`` (model cache and model-aware routing) -> ``thrifty+gpu-sharing``
-  (the configured GPU fractions) -> ``thrifty`` (+ consolidation: everything as configured).
+  notices drained) -> ``thrifty+multi-model`` (model cache, model-aware routing, ``keep_warm`` as configured)
+  -> ``thrifty+gpu-sharing`` (the configured GPU fractions) -> ``thrifty`` (+ consolidation: everything as configured).
 """
 
 from __future__ import annotations
@@ -90,6 +91,11 @@ def no_consolidation(sc: ScenarioConfig) -> ScenarioConfig:
 def ignore_notices(sc: ScenarioConfig) -> ScenarioConfig:
     spot = sc.cluster.spot.model_copy(update={"notice_handling": "ignore"})
     return sc.model_copy(update={"cluster": sc.cluster.model_copy(update={"spot": spot})})
+
+
+def no_keep_warm(sc: ScenarioConfig) -> ScenarioConfig:
+    """No ``models.keep_warm`` floor (Cortex sizes a multi-model API for its load only)."""
+    return _apis(sc, lambda a: {"models": a.models.model_copy(update={"keep_warm": 0.0})} if a.models else {})
 
 
 def model_count(sc: ScenarioConfig, api: ApiConfig) -> int:
@@ -168,7 +174,7 @@ def _hpa(sc: ScenarioConfig, factor: float) -> Setup:
 
 
 def _cortex(sc: ScenarioConfig, factor: float) -> Setup:
-    s = no_consolidation(whole_gpus(ignore_notices(sc)))
+    s = no_consolidation(whole_gpus(ignore_notices(no_keep_warm(sc))))
     s = with_target(_autoscaling(s, lambda a: CORTEX_AUTOSCALING), factor)
     return Setup(s, _operator, plain_model_cache=True)
 

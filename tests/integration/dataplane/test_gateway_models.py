@@ -213,3 +213,21 @@ async def test_a_replica_that_does_not_answer_delays_no_other_replicas_report(
             await poller.stop()
     finally:
         await hang.stop(0.1)
+
+
+async def test_keep_warm_counts_the_models_asked_for_within_the_window(
+    replicas: list[ModelReplica], gateway: RunningGateway, client: httpx.AsyncClient
+) -> None:
+    gateway.app.set_routes(routes(replicas, keep_warm_s=600))
+    assert gateway.api_stats("mm")["models_recent"] == 0
+    for model in ("en-fr", "fr-en", "en-fr/2", "en-fr", "nope!"):  # a bad name is no model; versions are one
+        await client.post(f"{gateway.url}/mm/{model}", json={})
+    assert gateway.api_stats("mm")["models_recent"] == 2
+    metrics = (await client.get(f"{gateway.url}/metrics")).text
+    assert 'thrifty_models_recent{api="mm"} 2.0' in metrics
+    recent = gateway.app.routes[b"mm"].recent_models
+    gateway.app.set_routes(routes(replicas[:2], keep_warm_s=600))  # a new table keeps the count
+    assert gateway.app.routes[b"mm"].recent_models is recent
+    assert gateway.api_stats("mm")["models_recent"] == 2
+    gateway.app.set_routes(routes(replicas))  # keep_warm off: not counted, not reported
+    assert "models_recent" not in gateway.api_stats("mm")
