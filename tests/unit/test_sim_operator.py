@@ -118,3 +118,7 @@ def test_keep_warm_runs_through_the_operator_and_buys_cache_hits() -> None:
     off, on = run(multi("0s")), run(multi("2m"))
     assert sum(on["replica_hours"].values()) > 1.2 * sum(off["replica_hours"].values())
     assert on["cache_hit_ratio"] > off["cache_hit_ratio"]
+    # A warm start has seen the traffic before: the floor's replicas are up before the first request.
+    sc = multi("2m")
+    result = Simulation(sc, generate(sc), OperatorControlPlane(sc), "thrifty").run()
+    assert result.timeline[0]["replicas"] == 6

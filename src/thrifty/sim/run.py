@@ -142,12 +142,15 @@ class Simulation:
 
     def _see_models(self, lo: int, hi: int, now_s: float) -> None:
         """The gateway's ``RecentModels.seen`` for the arrivals ``lo:hi`` (one tick's), at the tick's end."""
+        for i in self.recent:
+            self._see_models_of(i, lo, hi, now_s)
+
+    def _see_models_of(self, i: int, lo: int, hi: int, now_s: float) -> None:
         arr = self.arrivals
-        for i, recent in self.recent.items():
-            models = arr.model[lo:hi][arr.api[lo:hi] == i] if len(self.apis) > 1 else arr.model[lo:hi]
-            keys = self.apis[i].keys
-            for m in np.unique(models).tolist():
-                recent.seen(keys[m], now_s)
+        models = arr.model[lo:hi][arr.api[lo:hi] == i] if len(self.apis) > 1 else arr.model[lo:hi]
+        keys, recent = self.apis[i].keys, self.recent[i]
+        for m in np.unique(models).tolist():
+            recent.seen(keys[m], now_s)
 
     def control_request(self, rep: SimReplica) -> ReplicaRequest:
         req = self._requests.get(rep.api.index)
@@ -212,7 +215,11 @@ class Simulation:
 
     def _warm_start(self, now_s: float) -> Actions:
         """Warm start: control ticks at time 0 with no launch delay and no cold start, until nothing changes
-        (the initial replicas and their nodes are up before the first request)."""
+        (the initial replicas and their nodes are up before the first request). The gateway's count of recent
+        models (``models.keep_warm``) starts as if the window before time 0 asked for the models that the
+        window after it does: a warm platform has seen its traffic before."""
+        for i, recent in self.recent.items():
+            self._see_models_of(i, 0, int(np.searchsorted(self.arrivals.times_s, now_s + recent.window_s)), now_s)
         act = Actions()
         for _ in range(WARM_START_PASSES):
             act = self.control.tick(now_s, self._observe(now_s, warm=True))
