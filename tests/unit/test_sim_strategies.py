@@ -74,3 +74,20 @@ def test_thrifty_against_cortex_is_judged_at_equal_service() -> None:
     assert check["met"] is True and "$0.30 vs $0.33" in check["figures"]
     (check,) = targets(sc, [cortex, best], {"thrifty": [worse]})
     assert check["met"] is False
+
+
+def test_runs_in_worker_processes_give_the_same_report(tmp_path: Path) -> None:
+    (tmp_path / "s.yaml").write_text(TEXT)
+    strategies = ("cortex", "thrifty")
+    one = simulate(tmp_path / "s.yaml", tmp_path / "one", strategies, quiet=True)
+    shown: list[str] = []
+    two = simulate(tmp_path / "s.yaml", tmp_path / "two", strategies, sweep=True, jobs=2,
+                   progress=lambda label, share: shown.append(label))  # fmt: skip
+    assert one == two
+    assert len(shown) == 8 and shown[-1].startswith("[8/8] ")  # one line per finished run
+    sweeps = [json.loads((tmp_path / d / "report.json").read_text())["sweeps"] for d in ("one", "two")]
+    for s in sweeps:
+        for rows in s.values():
+            for row in rows:
+                row.pop("wall_s")
+    assert sweeps[0] == sweeps[1]

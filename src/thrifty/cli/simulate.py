@@ -45,14 +45,16 @@ def _progress(label: str, share: float) -> None:
               help="Repeatable; default: every strategy.")  # fmt: skip
 @click.option("--duration", type=float, default=None, help="Override the scenario's duration (seconds).")
 @click.option("--no-sweep", is_flag=True, help="Each strategy at its configured knob only (no equal-service sweep).")
+@click.option("-j", "--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Simulations run at once, in worker processes (one per core is the most that helps).")  # fmt: skip
 @click.option("-q", "--quiet", is_flag=True, help="No progress.")
 def simulate(scenario: str, out: str, strategies: tuple[str, ...], duration: float | None, no_sweep: bool,
-             quiet: bool) -> None:  # fmt: skip
+             jobs: int, quiet: bool) -> None:  # fmt: skip
     """Replay a scenario's traffic through the operator on a virtual clock; report cost and service per strategy."""
     from thrifty.sim.__main__ import simulate as run
 
     run(Path(scenario), Path(out), strategies or tuple(STRATEGIES), quiet, duration, not no_sweep,
-        None if quiet else _progress)  # fmt: skip
+        None if quiet else _progress, jobs)  # fmt: skip
     click.echo((Path(out) / "report.md").read_text(encoding="utf-8"))
 
 

@@ -1,6 +1,6 @@
 """The report of a simulation: per strategy, the bill, the service and where the money went.
 
-``summarize`` turns a run into plain JSON-able figures; ``write_report`` writes ``report.md`` (a markdown
+``summarize`` turns a run into plain JSON-able figures; ``write_rows`` writes ``report.md`` (a markdown
 table), ``report.json`` and, when matplotlib is installed (the ``sim`` extra), ``timeline.png`` (replicas and
 nodes against load) and ``cost_slo.png`` (cost against SLO attainment per strategy).
 """
@@ -105,10 +105,10 @@ def targets(
     return out
 
 
-def write_report(scenario: ScenarioConfig, runs: list[RunResult], out: Path,
-                 sweeps: dict[str, list[dict[str, Any]]] | None = None) -> list[dict[str, Any]]:  # fmt: skip
+def write_rows(scenario: ScenarioConfig, rows: list[dict[str, Any]], timelines: dict[str, list[dict[str, Any]]],
+               out: Path, sweeps: dict[str, list[dict[str, Any]]] | None = None) -> list[dict[str, Any]]:  # fmt: skip
+    """The report from runs already summarized (``summarize``) with their timelines, by strategy."""
     out.mkdir(parents=True, exist_ok=True)
-    rows = [summarize(scenario, r) for r in runs]
     text = markdown(scenario, rows)
     if sweeps:
         text += "\nEqual service: each strategy's knob swept, the cheapest setting that meets the SLO kept " \
@@ -125,13 +125,13 @@ def write_report(scenario: ScenarioConfig, runs: list[RunResult], out: Path,
         )
     (out / "report.md").write_text(text, encoding="utf-8")
     data = {"scenario": scenario.name, "strategies": rows, "sweeps": sweeps or {}, "targets": checks,
-            "timelines": {r.strategy: r.timeline for r in runs}}  # fmt: skip
+            "timelines": timelines}  # fmt: skip
     (out / "report.json").write_text(json.dumps(data, indent=1), encoding="utf-8")
-    _plots(rows, runs, out)
+    _plots(rows, timelines, out)
     return rows
 
 
-def _plots(rows: list[dict[str, Any]], runs: list[RunResult], out: Path) -> None:
+def _plots(rows: list[dict[str, Any]], timelines: dict[str, list[dict[str, Any]]], out: Path) -> None:
     try:
         import matplotlib
 
@@ -141,12 +141,13 @@ def _plots(rows: list[dict[str, Any]], runs: list[RunResult], out: Path) -> None
         return
     fig, ax = plt.subplots(figsize=(10, 4))
     ax2 = ax.twinx()
-    for r in runs:
-        t = [p["t_s"] / 3600.0 for p in r.timeline]
-        ax.plot(t, [p["replicas"] for p in r.timeline], label=f"{r.strategy} replicas")
-        ax.plot(t, [sum(p["nodes"].values()) for p in r.timeline], "--", label=f"{r.strategy} nodes")
-    if runs:
-        ax2.plot([p["t_s"] / 3600.0 for p in runs[0].timeline], [p["rate"] for p in runs[0].timeline],
+    for strategy, timeline in timelines.items():
+        t = [p["t_s"] / 3600.0 for p in timeline]
+        ax.plot(t, [p["replicas"] for p in timeline], label=f"{strategy} replicas")
+        ax.plot(t, [sum(p["nodes"].values()) for p in timeline], "--", label=f"{strategy} nodes")
+    if timelines:
+        first = next(iter(timelines.values()))
+        ax2.plot([p["t_s"] / 3600.0 for p in first], [p["rate"] for p in first],
                  color="grey", alpha=0.4, label="requests/s")  # fmt: skip
     ax.set_xlabel("hours")
     ax.set_ylabel("replicas / nodes")
