@@ -58,3 +58,44 @@ async def test_capacity_and_preemption_and_rebalance() -> None:
     gone = cloud.nodes()[0]
     assert gone.state == "terminated" and gone.error is not None and "preempted" in gone.error
     assert cloud.notices() == [] and cloud.terminated == [node.id]
+
+
+class _AdvanceEveryNode(FakeCloud):
+    """The reference: every read advances every node (what ``FakeCloud`` did before it kept the moving ones)."""
+
+    def _advance_moving(self) -> None:
+        for fake in self._nodes.values():
+            self._advance(fake)
+
+
+async def test_advancing_only_the_nodes_with_a_transition_ahead_reads_as_advancing_all() -> None:
+    import random
+
+    rng = random.Random(3)
+    clock = Clock()
+    fast, slow = FakeCloud(clock, launch_delay_s=20), _AdvanceEveryNode(clock, launch_delay_s=20)
+    for _ in range(400):
+        clock.now += rng.choice([0.0, 1.0, 7.0, 30.0])
+        what = rng.random()
+        assert fast.nodes() == slow.nodes()  # both read at the same times: the same nodes reach their deadlines
+        live = [n.id for n in slow.nodes() if n.state != "terminated"]
+        if what < 0.3:
+            delay = rng.choice([0.0, 20.0])
+            fast.launch_delay_s = slow.launch_delay_s = delay
+            await fast.launch(SPOT)
+            await slow.launch(SPOT)
+        elif what < 0.5 and live:
+            node_id, notice = rng.choice(live), rng.choice([0.0, 5.0, 120.0])
+            await fast.preempt(node_id, notice)
+            await slow.preempt(node_id, notice)
+        elif what < 0.6 and live:
+            node_id = rng.choice(live)
+            fast.recommend_rebalance(node_id)
+            slow.recommend_rebalance(node_id)
+        elif what < 0.7 and live:
+            node_id = rng.choice(live)
+            await fast.terminate(node_id)
+            await slow.terminate(node_id)
+        assert fast.notices() == slow.notices()
+        assert fast.nodes() == slow.nodes()
+        assert fast.terminated == slow.terminated

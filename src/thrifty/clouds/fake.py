@@ -21,6 +21,11 @@ class _FakeNode:
     node: CloudNode
     launch_delay_s: float = 0.0  # the provider's delay when it was launched
     reclaim_at_s: float | None = None
+    seq: int = 0  # launch order
+
+    def settled(self) -> bool:
+        """Whether nothing is ahead of it on the clock (running with no reclaim deadline, or terminated)."""
+        return self.node.state == "terminated" or (self.node.state == "running" and self.reclaim_at_s is None)
 
 
 class FakeCloud:
@@ -31,6 +36,9 @@ class FakeCloud:
         self._notices: list[NodeNotice] = []
         self._capacity: dict[str, int] = {}
         self._seq = itertools.count(1)
+        # Nodes that still have a transition ahead (booting, or reclaimed at a deadline): the only ones a read
+        # must advance, so that reading a large, steady fleet costs no work per node.
+        self._moving: dict[str, _FakeNode] = {}
         self.launched: list[str] = []
         self.terminated: list[str] = []
 
@@ -40,9 +48,10 @@ class FakeCloud:
             if left <= 0:
                 raise CapacityError(spec.pool, spec.spot, f"insufficient capacity in pool {spec.pool!r}")
             self._capacity[spec.pool] = left - 1
-        node_id = f"{spec.pool}-{next(self._seq)}"
+        seq = next(self._seq)
+        node_id = f"{spec.pool}-{seq}"
         node = CloudNode(id=node_id, spec=spec, state="pending", launched_s=self._clock())
-        self._nodes[node_id] = _FakeNode(node, self.launch_delay_s)
+        self._nodes[node_id] = self._moving[node_id] = _FakeNode(node, self.launch_delay_s, seq=seq)
         self.launched.append(node_id)
         return node
 
@@ -54,15 +63,16 @@ class FakeCloud:
         if fake.node.state != "terminated":
             fake.node = replace(fake.node, state="terminated")
             self.terminated.append(node_id)
+        self._moving.pop(node_id, None)
 
     def nodes(self) -> list[CloudNode]:
-        for fake in self._nodes.values():
-            self._advance(fake)
+        self._advance_moving()
         return [fake.node for fake in self._nodes.values()]
 
     def notices(self) -> list[NodeNotice]:
-        live = {n.id for n in self.nodes() if n.state != "terminated"}
-        return [n for n in self._notices if n.node_id in live]
+        self._advance_moving()
+        nodes = self._nodes
+        return [n for n in self._notices if n.node_id in nodes and nodes[n.node_id].node.state != "terminated"]
 
     async def close(self) -> None:
         for node_id in list(self._nodes):
@@ -78,6 +88,7 @@ class FakeCloud:
         fake = self._live(node_id)
         now = self._clock()
         fake.reclaim_at_s = now + notice_s
+        self._moving[node_id] = fake
         notice = NodeNotice(node_id=node_id, kind="interruption", issued_s=now, deadline_s=now + notice_s)
         self._notices.append(notice)
         return notice
@@ -95,6 +106,15 @@ class FakeCloud:
         if fake is None or fake.node.state == "terminated":
             raise UnknownNodeError(f"no live node {node_id!r}")
         return fake
+
+    def _advance_moving(self) -> None:
+        """Advance every node with a transition ahead, in launch order (as advancing all of them would)."""
+        if not self._moving:
+            return
+        for fake in sorted(self._moving.values(), key=lambda f: f.seq):
+            self._advance(fake)
+            if fake.settled():
+                del self._moving[fake.node.id]
 
     def _advance(self, fake: _FakeNode) -> None:
         now = self._clock()

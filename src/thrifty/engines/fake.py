@@ -19,6 +19,7 @@ class _FakeReplica:
     stop_at_s: float | None = None
     exit_code: int | None = None
     error: dict[str, Any] | None = None
+    seen: ReplicaObservation | None = None  # the last observation, reported again while nothing changed
 
 
 class FakeEngine:
@@ -55,7 +56,7 @@ class FakeEngine:
 
     def crash(self, replica_id: str, exit_code: int = 1, error: dict[str, Any] | None = None) -> None:
         rep = self._replicas[replica_id]
-        rep.exit_code, rep.error = exit_code, error
+        rep.exit_code, rep.error, rep.seen = exit_code, error, None
 
     def observe(self) -> list[ReplicaObservation]:
         now = self._clock()
@@ -75,9 +76,12 @@ class FakeEngine:
                 state = "ready"
             else:
                 state = "starting"
-            launch = rep.launch
-            out.append(ReplicaObservation(rid, launch.api, launch.revision, state, rep.started_s, port=rep.port,
-                                          exit_code=exit_code, error=error))  # fmt: skip
+            seen = rep.seen
+            if seen is None or seen.state != state:
+                launch = rep.launch
+                seen = rep.seen = ReplicaObservation(rid, launch.api, launch.revision, state, rep.started_s,
+                                                     port=rep.port, exit_code=exit_code, error=error)  # fmt: skip
+            out.append(seen)
         for rid in gone:
             del self._replicas[rid]
         return out
