@@ -94,3 +94,27 @@ def test_ledger_history_is_bounded() -> None:
 def test_per_million_requests(dollars: float, requests: int, want: float | None) -> None:
     got = per_million_requests(dollars, requests)
     assert got == (pytest.approx(want) if want is not None else None)
+
+
+def test_the_costs_step_prices_as_split_costs_whether_or_not_the_cluster_changed() -> None:
+    """The step splits again only when the nodes or the replicas differ from the last tick's."""
+    import random
+
+    from thrifty.control.cluster_costs import CostsStep
+
+    rng = random.Random(5)
+    step = CostsStep()
+    nodes: list[NodeView] = []
+    replicas: list[ClusterReplica] = []
+    for tick in range(200):
+        what = rng.random()
+        if what < 0.1:
+            nodes.append(node(f"n{tick}", gpus=rng.choice([0, 1]), price=rng.choice([0.5, 1.0]), od=2.0))
+        elif what < 0.15 and nodes:
+            nodes.pop(rng.randrange(len(nodes)))
+        elif what < 0.3 and nodes:
+            replicas.append(rep(f"r{tick}", rng.choice("ab"), rng.choice(nodes).id, cpu=rng.choice([0.5, 1])))
+        elif what < 0.35 and replicas:
+            replicas.pop(rng.randrange(len(replicas)))
+        assert step.update(float(tick), nodes, replicas, {"a": tick}) == split_costs(nodes, replicas)
+        assert step.breakdown == split_costs(nodes, replicas)

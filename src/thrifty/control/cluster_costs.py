@@ -26,6 +26,7 @@ class CostsStep:
         self.window_s = window_s
         self.ledger = CostLedger(keep_s=window_s)
         self.breakdown = split_costs([], [])
+        self._priced: tuple[tuple[NodeView, ...], tuple[ClusterReplica, ...]] = ((), ())  # breakdown's inputs
         self._requests: deque[tuple[float, dict[str, int]]] = deque()
         self._first_s: float | None = None
 
@@ -33,7 +34,11 @@ class CostsStep:
         self, now: float, nodes: Sequence[NodeView], placed: Sequence[ClusterReplica], requests: Mapping[str, int]
     ) -> CostBreakdown:
         """Price the cluster as it is now; ``requests``: each API's cumulative request count."""
-        self.breakdown = b = split_costs(nodes, placed)
+        priced = (tuple(nodes), tuple(placed))
+        if priced != self._priced:  # the same nodes and replicas (most ticks) cost the same: split only on a change
+            self.breakdown = split_costs(nodes, placed)
+            self._priced = priced
+        b = self.breakdown
         if self.ledger.last_s is not None and now - self.ledger.last_s < SAMPLE_EVERY_S:
             return b
         if self._first_s is None:

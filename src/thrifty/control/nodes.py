@@ -51,6 +51,7 @@ class NodesStep:
         self.store = store
         self.wall = wall
         self.nodes: dict[str, TrackedNode] = {}
+        self._views: list[NodeView] | None = None  # views() until a node changes (most ticks change none)
         self._asked_to_end: set[str] = set()
         # Providers that run nodes as local processes (simulated) name them, so that `thrifty down` without an
         # operator, or the next operator after a crash, can stop them.
@@ -61,13 +62,18 @@ class NodesStep:
 
     def _put(self, node: TrackedNode) -> None:
         self.nodes[node.id] = node
+        self._views = None
         self.store.put_node(node.record())
 
     def update(self, now: float) -> list[NodeView]:
         """Follow the provider: joins, and nodes that went away (asked to, or lost)."""
         seen: set[str] = set()
+        nodes = self.nodes
         for cloud_node in self.cloud.nodes():
             seen.add(cloud_node.id)
+            node = nodes.get(cloud_node.id)
+            if node is not None and cloud_node.state == "running" and node.state != "launching":
+                continue  # joined before: nothing to follow (most nodes, most ticks)
             self._follow(cloud_node, now)
         for node_id in [n for n in self.nodes if n not in seen]:
             self._gone(node_id, "the provider no longer lists it")
@@ -93,6 +99,7 @@ class NodesStep:
 
     def _gone(self, node_id: str, why: str) -> None:
         node = self.nodes.pop(node_id)
+        self._views = None
         self.store.delete_node(node_id)
         self.store.delete_process(node_id)
         if node_id in self._asked_to_end:
@@ -101,7 +108,10 @@ class NodesStep:
         self.event("node_lost", f"{node_id} ({node.spec.pool}) went away: {why}", {"node": node_id, "error": why})
 
     def views(self) -> list[NodeView]:
-        return [n.view() for n in sorted(self.nodes.values(), key=lambda n: n.id)]
+        """Every tracked node, in id order (the same view objects while no node changes)."""
+        if self._views is None:
+            self._views = [n.view() for n in sorted(self.nodes.values(), key=lambda n: n.id)]
+        return list(self._views)
 
     def engine_node_id(self, node_id: str) -> str | None:
         node = self.nodes.get(node_id)
@@ -142,3 +152,4 @@ class NodesStep:
             self.store.delete_node(node_id)
             self.store.delete_process(node_id)
         self.nodes.clear()
+        self._views = None
