@@ -169,6 +169,10 @@ class SpotDecision:
     reason: dict[str, Any]
 
 
+def _replica_id(x: ClusterReplica) -> str:
+    return x.id
+
+
 def excluded(state: SpotState, now_s: float) -> frozenset[str]:
     """Pools provisioning must not buy from at ``now_s`` (pass as its ``excluded_pools``)."""
     return excluded_pools(state.backoff, now_s)
@@ -182,6 +186,7 @@ class _Tick:
     nodes: dict[str, NodeView]
     on_node: dict[str, list[ClusterReplica]]
     replacement_of: dict[str, str]  # old replica id -> new replica id
+    by_id: list[ClusterReplica]  # the snapshot's replicas in id order
     leaving: set[str] = field(default_factory=set)  # replicas being moved off (drained nodes, moves)
     claimed: dict[str, int] = field(default_factory=dict)  # API -> free slots already promised this tick
     events: list[SpotEvent] = field(default_factory=list)
@@ -202,11 +207,13 @@ class _Tick:
 def decide(cfg: SpotConfig, snap: SpotSnapshot, state: SpotState, now_s: float) -> SpotDecision:
     """One spot tick (see the module docstring)."""
     nodes = {n.id: n for n in snap.nodes if n.state != "terminating"}
+    by_id = sorted(snap.replicas, key=_replica_id)
     on_node: dict[str, list[ClusterReplica]] = {}
-    for x in sorted(snap.replicas, key=lambda x: x.id):
+    for x in by_id:
         if x.node_id:
             on_node.setdefault(x.node_id, []).append(x)
-    t = _Tick(cfg, snap, now_s, nodes, on_node, {old: new for new, old in snap.replacing.items()})
+    t = _Tick(cfg, snap, now_s, nodes, on_node, {old: new for new, old in snap.replacing.items()}, by_id)
+    live_ids = {x.id for x in by_id}
     r: dict[str, Any] = {"now_s": now_s}
 
     # 1. capacity
@@ -241,7 +248,7 @@ def decide(cfg: SpotConfig, snap: SpotSnapshot, state: SpotState, now_s: float) 
                                   node.id, node.spec.pool))  # fmt: skip
 
     # 6a. a return in progress that cannot finish is given up
-    moving = {x for x in state.moving if any(x == y.id for y in snap.replicas)}
+    moving = {x for x in state.moving if x in live_ids}
     for node_id, d in list(drains.items()):
         if d.kind != "return":
             continue
@@ -295,7 +302,7 @@ def decide(cfg: SpotConfig, snap: SpotSnapshot, state: SpotState, now_s: float) 
     for rel in newly_released:
         drains[rel.node_id] = replace(drains[rel.node_id], released=True)
     drained_here = {d for d in drains}
-    for x in sorted(snap.replicas, key=lambda x: x.id):
+    for x in by_id if moving else ():
         if x.id in moving and x.node_id not in drained_here:
             pool = nodes[x.node_id].spec.pool if x.node_id in nodes else ""
             _move(t, [x], pool, f"move of {x.id} off pool {pool}", unrouted, urgent=False)
@@ -306,7 +313,8 @@ def decide(cfg: SpotConfig, snap: SpotSnapshot, state: SpotState, now_s: float) 
 
     # 7. launches
     counts = PoolCounts.of(cfg.pools, list(nodes.values()), {k for k, d in drains.items() if d.kind == "interruption"})
-    rw = rewrite_launches(cfg.pools, snap.launches, {x.id: x for x in snap.replicas}, counts, out,
+    by_rid = {x.id: x for x in snap.replicas} if snap.launches else {}  # only launches look replicas up
+    rw = rewrite_launches(cfg.pools, snap.launches, by_rid, counts, out,
                           base=cfg.on_demand_base_capacity,
                           percentage=cfg.on_demand_percentage_above_base_capacity,
                           on_demand_backup=cfg.on_demand_backup)  # fmt: skip
@@ -315,7 +323,6 @@ def decide(cfg: SpotConfig, snap: SpotSnapshot, state: SpotState, now_s: float) 
         t.events.append(SpotEvent(kind, msg, pool=pool))  # type: ignore[arg-type]
     r["launches"] = rw.reason
 
-    live_ids = {x.id for x in snap.replicas}
     new_state = SpotState(
         drains=drains,
         moving=frozenset(x for x in moving if x in live_ids and x not in t.stop),
@@ -387,10 +394,11 @@ def _spread(t: _Tick, drains: dict[str, Drain], moving: set[str], out: frozenset
     """One API whose spot replicas crowd one pool moves one of them (module docstring, 5)."""
     by_api: dict[str, list[ClusterReplica]] = {}
     busy: set[str] = set()
-    for x in sorted(t.snap.replicas, key=lambda x: x.id):
-        if x.id in moving or x.id in t.replacement_of or x.id in t.snap.replacing or x.node_id in drains:
+    replacement_of, replacing, nodes = t.replacement_of, t.snap.replacing, t.nodes
+    for x in t.by_id:
+        if x.id in moving or x.id in replacement_of or x.id in replacing or x.node_id in drains:
             busy.add(x.api)
-        node = t.nodes.get(x.node_id or "")
+        node = nodes.get(x.node_id or "")
         if node is not None and node.spec.spot:
             by_api.setdefault(x.api, []).append(x)
     per_pool = {p.name: 0 for p in t.cfg.pools}

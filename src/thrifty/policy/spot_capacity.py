@@ -116,10 +116,18 @@ class PoolCounts:
     @classmethod
     def of(cls, pools: Sequence[NodePool], nodes: Sequence[NodeView], leaving: set[str]) -> PoolCounts:
         c = cls({p.name: 0 for p in pools}, {}, {})
+        run: NodeSpec | None = None  # a run of nodes with one spec (a pool's nodes share it) is added at once
+        k = 0
         for n in nodes:
             if n.state == "terminating" or n.id in leaving:
                 continue
-            c.add(n.spec, 1)
+            if n.spec is not run:
+                if run is not None:
+                    c.add(run, k)
+                run, k = n.spec, 0
+            k += 1
+        if run is not None:
+            c.add(run, k)
         return c
 
     def add(self, spec: NodeSpec, k: int) -> None:
