@@ -116,6 +116,8 @@ class Cluster:
 
     def hidden(self, observed: list[ReplicaObservation]) -> set[str]:
         """Move replacements the deployments step must not count yet: their replica still serves."""
+        if not self.moves and not self.spot.replacing:
+            return set()
         live = {o.replica_id for o in observed if o.state != "stopping"}
         moves = {new for new, old in self.moves.items() if old in live}
         return moves | {new for new, old in self.spot.replacing.items() if old in live}

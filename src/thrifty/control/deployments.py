@@ -43,6 +43,7 @@ class DeploymentsStep:
         self.store = store
         self.wall = wall
         self.suffix = suffix  # injected so a simulation with a seed gets the same replica ids every run
+        self._seen: dict[str, tuple[ReplicaObservation, ReplicaView]] = {}  # last tick's views, by replica
 
     def update(
         self,
@@ -55,12 +56,21 @@ class DeploymentsStep:
         consolidation's replacements, while the replica they replace still serves)."""
         stops: list[str] = []
         starts: list[ReplicaLaunch] = []
+        by_api: dict[str, list[ReplicaView]] = {}
+        seen: dict[str, tuple[ReplicaObservation, ReplicaView]] = {}
+        for o in observed:
+            if o.replica_id in hidden:
+                continue
+            known = self._seen.get(o.replica_id)
+            if known is not None and known[0] is o:  # the engine reports the same observation: the same view
+                view = known[1]
+            else:
+                view = ReplicaView(o.replica_id, o.revision, o.state, o.started_s)  # type: ignore[arg-type]
+            seen[o.replica_id] = (o, view)
+            by_api.setdefault(o.api, []).append(view)
+        self._seen = seen
         for name, rt in self.apis.items():
-            views = [
-                ReplicaView(o.replica_id, o.revision, o.state, o.started_s)  # type: ignore[arg-type]
-                for o in observed
-                if o.api == name and o.replica_id not in hidden
-            ]
+            views = by_api.get(name, [])
             if waiting is not None:
                 views.extend(waiting(name))
             strategy = rt.spec.config.update_strategy

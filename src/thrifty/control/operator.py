@@ -348,17 +348,24 @@ class Operator:
         """Each replica as the data plane sees it (the spot step's room check): ready, in flight (the gateway's
         last sample), and the requests it runs at once (max_concurrency x max_batch_size)."""
         out: dict[str, ReplicaLoad] = {}
-        per_api: dict[str, dict[str, Any]] = {}
+        per_api: dict[str, tuple[dict[str, Any], int]] = {}  # API -> (its replicas' figures, capacity of one)
+        loads: dict[tuple[bool, int, int], ReplicaLoad] = {}  # equal loads are one object
         for o in observed:
-            rt = self.apis.get(o.api)
-            if rt is None:
-                continue
-            if o.api not in per_api:
-                per_api[o.api] = self.traffic.summary(o.api).get("replicas", {}) or {}
-            serving = rt.spec.config.serving
-            batch = serving.batching.max_batch_size if serving.batching is not None else 1
-            in_flight = int((per_api[o.api].get(o.replica_id) or {}).get("in_flight", 0))
-            out[o.replica_id] = ReplicaLoad(o.state == "ready", in_flight, max(1, serving.max_concurrency * batch))
+            api = per_api.get(o.api)
+            if api is None:
+                rt = self.apis.get(o.api)
+                if rt is None:
+                    continue
+                serving = rt.spec.config.serving
+                batch = serving.batching.max_batch_size if serving.batching is not None else 1
+                figures = self.traffic.summary(o.api).get("replicas", {}) or {}
+                api = per_api[o.api] = (figures, max(1, serving.max_concurrency * batch))
+            figures, capacity = api
+            key = (o.state == "ready", int((figures.get(o.replica_id) or {}).get("in_flight", 0)), capacity)
+            load = loads.get(key)
+            if load is None:
+                load = loads[key] = ReplicaLoad(*key)
+            out[o.replica_id] = load
         return out
 
     def _request_totals(self) -> dict[str, int]:
