@@ -74,3 +74,16 @@ def test_overload_never_holds_more_than_the_limits() -> None:
             started.append(moved)
     assert started == sorted(started)
     assert rejected > 0
+
+
+def test_admitted_is_set_for_every_decision() -> None:
+    """``admitted`` is a field computed once (not a property): the same answer for any decision built."""
+    from dataclasses import replace
+
+    from thrifty.policy.admission import AdmissionDecision
+
+    for verdict in Verdict:
+        d = AdmissionDecision(verdict, "why")
+        assert d.admitted == (verdict in (Verdict.RUN_NOW, Verdict.QUEUE))
+        assert replace(d, reason="other").admitted == d.admitted
+        assert d == AdmissionDecision(verdict, "why")

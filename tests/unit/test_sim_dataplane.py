@@ -133,3 +133,30 @@ def test_eviction_goes_through_the_real_policy(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setattr(eviction, "plan_eviction", most_frequent_first)
     worse = hit_ratio()
     assert worse < real
+
+
+def test_eviction_entries_mirror_each_cache_tier() -> None:
+    """The policy's view of each tier, kept in place between cache misses, has the tier's keys in the tier's
+    (insertion) order, and every clean entry holds the tier's current figures."""
+    text = MULTI.replace("cache_size: 4}", "cache_size: 4, disk_cache_size: 8}")
+    sc = scenario(text)
+    sim = Simulation(sc, generate(sc), OperatorControlPlane(sc), "thrifty")
+    seen = 0
+    start_load = sim.dp._start_load
+
+    def checked(rep: SimReplica, key: str, now_s: float, waiters: list[Any]) -> None:
+        nonlocal seen
+        start_load(rep, key, now_s, waiters)
+        seen += 1
+        assert list(rep.mem_entries) == list(rep.mem) and list(rep.disk_entries) == list(rep.disk)
+        for k, e in rep.mem.items():
+            if k not in rep.mem_dirty:
+                want = eviction.CacheEntry(k, e[0], e[1], e[2] + (1 if e[3] else 0), rep.frequency(k))
+                assert rep.mem_entries[k] == want
+        for k, e in rep.disk.items():
+            if k not in rep.disk_dirty:
+                assert rep.disk_entries[k] == eviction.CacheEntry(k, e[0], e[1], 0, rep.frequency(k))
+
+    sim.dp._start_load = checked  # type: ignore[method-assign]
+    sim.run()
+    assert seen > 20

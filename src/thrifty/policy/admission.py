@@ -18,7 +18,7 @@ reason record is the verdict itself plus the constant text.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 from thrifty.config.schema import ServingConfig
@@ -47,10 +47,11 @@ class AdmissionLimits:
 class AdmissionDecision:
     verdict: Verdict
     reason: str
+    # RUN_NOW or QUEUE; a field set once, not a property, since the cost simulator reads it for every request.
+    admitted: bool = field(init=False, repr=False, compare=False)
 
-    @property
-    def admitted(self) -> bool:
-        return self.verdict is Verdict.RUN_NOW or self.verdict is Verdict.QUEUE
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "admitted", self.verdict is Verdict.RUN_NOW or self.verdict is Verdict.QUEUE)
 
 
 RUN_NOW = AdmissionDecision(Verdict.RUN_NOW, "an execution slot is free and nothing waits")

@@ -140,30 +140,33 @@ def _choose_with_holders(
     holders: Sequence[int],
     load: tuple[int, int],
 ) -> int | None:
-    """:func:`choose_model_replica`'s rules with the usable count, load sum and holders given by the caller."""
+    """:func:`choose_model_replica`'s rules with the usable count, load sum and holders given by the caller.
+
+    The cost simulator calls this once per request: the conditions are tested cheapest first and
+    ``max(bound.slack, c.slots)`` is spelled out, which decides exactly as the scan above."""
     count, total = load
     if count == 0:
         return None
     base = bound.factor * (total / count)
+    slack = bound.slack
     best: int | None = None
     best_load = 0
     for i in holders:  # in rendezvous order: the first of equally loaded holders wins
         c = candidates[i]
-        if (
-            not c.draining
-            and c.ejected_until <= now_s
-            and i not in tried
-            and c.in_flight <= base + max(bound.slack, c.slots)
-            and (best is None or c.in_flight < best_load)
-        ):
-            best, best_load = i, c.in_flight
+        f = c.in_flight
+        if best is not None and f >= best_load:
+            continue
+        s = c.slots
+        if f <= base + (s if s > slack else slack) and not c.draining and c.ejected_until <= now_s and i not in tried:
+            best, best_load = i, f
     if best is not None:
         return best
     usable = []
     for i in order:
         c = candidates[i]
         if not c.draining and c.ejected_until <= now_s and i not in tried:
-            if c.in_flight <= base + max(bound.slack, c.slots):
+            s = c.slots
+            if c.in_flight <= base + (s if s > slack else slack):
                 return i
             usable.append(i)
     return min(usable, key=lambda i: candidates[i].in_flight) if usable else None

@@ -22,13 +22,15 @@ a load or a slot pin their model, so it is never evicted from under them.
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 from array import array
 from collections import Counter, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from heapq import heappop, heappush
+from math import exp
 from typing import Any
 
 from thrifty.config.scenario import ServiceConfig
@@ -158,9 +160,10 @@ class SimReplica:
         self.loading: dict[str, list[Request]] = {}  # key -> requests waiting for its load
         self.blocked: list[str] = []  # loads waiting for an unpin
         self.frequency = RequestFrequency(api.frequency_period)
-        # The eviction policy's view of each tier, rebuilt only for the keys whose entry changed since the last
-        # eviction plan (and all of them when the popularity counts age): a cache miss no longer builds one
-        # CacheEntry per cached model.
+        # The eviction policy's view of each tier: the tier's keys in the tier's own (insertion) order, as the
+        # policy's ties need, each entry rebuilt in place only when its key is dirty (its figures changed since
+        # the last eviction plan; every key when the popularity counts age): a cache miss passes the policy a
+        # copy of the values instead of building one CacheEntry per cached model.
         self.mem_entries: dict[str, eviction.CacheEntry] = {}
         self.mem_dirty: set[str] = set()
         self.disk_entries: dict[str, eviction.CacheEntry] = {}
@@ -183,12 +186,15 @@ class DataPlane:
         self.apis = list(apis)
         self.rng = random.Random(seed)
         self.heap: list[tuple[float, int, int, SimReplica, Any]] = []
-        self.seq = 0
+        self.seq: Iterator[int] = itertools.count(1)  # heap tie-breaker: events at one time in push order
         self.routable: list[list[SimReplica]] = [[] for _ in apis]
         # Per API and model: its rendezvous order over the routable replicas and each index's rank in it,
         # memoised until the routable set changes; the replicas holding each model in memory; the routable
         # replicas' positions and total in-flight (what model routing reads instead of scanning them all).
         self.orders: list[dict[int, tuple[tuple[int, ...], list[int]]]] = [{} for _ in apis]
+        # Per API and model: its order and the positions of its holders in that order (what model routing is
+        # passed), memoised until the routable set or the model's holders change.
+        self.routes: list[dict[int, tuple[tuple[int, ...], list[int]]]] = [{} for _ in apis]
         self.holding: list[dict[int, set[SimReplica]]] = [{} for _ in apis]
         self.weights: list[dict[int, dict[str, int]]] = [{} for _ in apis]  # rendezvous weights by replica id
         self.position: list[dict[SimReplica, int]] = [{} for _ in apis]
@@ -221,6 +227,7 @@ class DataPlane:
         self.routable[a].append(rep)
         self.load[a] += rep.in_flight
         self.orders[a].clear()
+        self.routes[a].clear()
         held = self.held[a]
         while held:
             req = held.popleft()
@@ -271,14 +278,17 @@ class DataPlane:
             self.position[a] = {r: i for i, r in enumerate(self.routable[a])}
             self.load[a] -= rep.in_flight
             self.orders[a].clear()
+            self.routes[a].clear()
 
     def _forget_holder(self, rep: SimReplica) -> None:
         api = rep.api
-        holding = self.holding[api.index]
+        holding, routes = self.holding[api.index], self.routes[api.index]
         for key in rep.mem:
-            holders = holding.get(api.model_of[key])
+            m = api.model_of[key]
+            holders = holding.get(m)
             if holders is not None:
                 holders.discard(rep)
+                routes.pop(m, None)
 
     def _forget_weights(self, rep: SimReplica) -> None:
         for memo in self.weights[rep.api.index].values():
@@ -307,9 +317,13 @@ class DataPlane:
         """Process the given arrivals (sorted, all before ``until_s``) and every event before ``until_s``."""
         heap = self.heap
         api_models = self.apis
+        route, finish = self._route, self._finish
         n = len(times)
-        for a, count in Counter(apis).items():
-            api_models[a].stats.arrived += count
+        if len(api_models) == 1:
+            api_models[0].stats.arrived += n
+        else:
+            for a, count in Counter(apis).items():
+                api_models[a].stats.arrived += count
         i = 0
         next_t = times[0] if n else INF
         while True:
@@ -318,7 +332,7 @@ class DataPlane:
                     break
                 t, _, kind, rep, payload = heappop(heap)
                 if kind == FINISH:
-                    self._finish(rep, t, payload)
+                    finish(rep, t, payload)
                 elif kind == WAKE:
                     if rep.wake_at == t:
                         rep.wake_at = INF
@@ -328,7 +342,7 @@ class DataPlane:
             else:
                 if i >= n:
                     break
-                self._route(api_models[apis[i]], next_t, (next_t, models[i], zs[i]))
+                route(api_models[apis[i]], next_t, (next_t, models[i], zs[i]))
                 i += 1
                 next_t = times[i] if i < n else INF
 
@@ -345,25 +359,10 @@ class DataPlane:
             return
         if api.multi and api.model_aware:
             m = req[1]
-            memo = self.orders[a].get(m)
-            if memo is None:
-                memo_w = self.weights[a].get(m)
-                if memo_w is None:
-                    memo_w = self.weights[a][m] = {}
-                order = model_routing.rendezvous_order(api.keys[m], [r.id for r in reps], memo_w)
-                rank = [0] * len(order)
-                for r_, i_ in enumerate(order):
-                    rank[i_] = r_
-                memo = self.orders[a][m] = (order, rank)
-            order, rank = memo
-            holding = self.holding[a].get(m)
-            holders: list[int] = []
-            if holding:
-                pos = self.position[a]
-                holders = [pos[r] for r in holding if r in pos]
-                if len(holders) > 1:
-                    holders.sort(key=rank.__getitem__)
-            idx = model_routing.choose_model_replica(reps, api.keys[m], order, now_s, holders=holders,
+            route = self.routes[a].get(m)
+            if route is None:
+                route = self._model_route(a, m, reps)
+            idx = model_routing.choose_model_replica(reps, api.keys[m], route[0], now_s, holders=route[1],
                                                      load=(len(reps), self.load[a]))  # fmt: skip
         else:
             idx = routing.choose_replica(reps, self.rng, now_s)
@@ -371,13 +370,16 @@ class DataPlane:
             api.stats.rejected += 1
             return
         rep = reps[idx]
-        verdict = admission.admit(api.limits, rep.executing, rep.in_flight - rep.executing, rep.draining)
-        if not verdict.admitted:
+        executing = rep.executing
+        if not admission.admit(api.limits, executing, rep.in_flight - executing, rep.draining).admitted:
             api.stats.rejected += 1  # the replica's 503: the gateway passes it on, it does not retry it
             return
         rep.in_flight += 1
         self.load[a] += 1
-        self._flight(a, 1, now_s)
+        in_flight = self.in_flight  # self._flight(a, 1, now_s), inlined
+        self.flight_seconds[a] += in_flight[a] * (now_s - self.flight_at[a])
+        self.flight_at[a] = now_s
+        in_flight[a] += 1
         if api.multi:
             key = api.names[req[1]]
             rep.frequency.record(key)
@@ -405,6 +407,29 @@ class DataPlane:
         rep.queue.append(req)
         self._pump(rep, now_s)
 
+    def _model_route(self, a: int, m: int, reps: list[SimReplica]) -> tuple[tuple[int, ...], list[int]]:
+        """Model ``m``'s rendezvous order over API ``a``'s routable replicas and its holders' indexes in it."""
+        memo = self.orders[a].get(m)
+        if memo is None:
+            memo_w = self.weights[a].get(m)
+            if memo_w is None:
+                memo_w = self.weights[a][m] = {}
+            order = model_routing.rendezvous_order(self.apis[a].keys[m], [r.id for r in reps], memo_w)
+            rank = [0] * len(order)
+            for r_, i_ in enumerate(order):
+                rank[i_] = r_
+            memo = self.orders[a][m] = (order, rank)
+        order, rank = memo
+        holding = self.holding[a].get(m)
+        holders: list[int] = []
+        if holding:
+            pos = self.position[a]
+            holders = [pos[r] for r in holding if r in pos]
+            if len(holders) > 1:
+                holders.sort(key=rank.__getitem__)
+        route = self.routes[a][m] = (order, holders)
+        return route
+
     def _pump(self, rep: SimReplica, now_s: float) -> None:
         """Start calls while slots are free (and, with batching, while the batcher says fire)."""
         api = rep.api
@@ -421,35 +446,38 @@ class DataPlane:
                 continue
             if d.wake_at_s is not None and d.wake_at_s < rep.wake_at:
                 rep.wake_at = d.wake_at_s
-                self.seq += 1
-                heappush(self.heap, (d.wake_at_s, self.seq, WAKE, rep, None))
+                heappush(self.heap, (d.wake_at_s, next(self.seq), WAKE, rep, None))
             return
 
     def _start(self, rep: SimReplica, now_s: float, batch: list[Request]) -> None:
         api = rep.api
         _, m, z = batch[0]
         k = m if m >= 0 else 0
-        dur = math.exp(api.mu[k] + api.sigma[k] * z) + api.per_item_s * (len(batch) - 1)
+        n = len(batch)
+        dur = exp(api.mu[k] + api.sigma[k] * z) + api.per_item_s * (n - 1)
         rep.calls += 1
-        rep.executing += len(batch)
+        rep.executing += n
         rep.busy.append(batch)
         api.stats.busy_s += dur
-        self.seq += 1
-        heappush(self.heap, (now_s + dur, self.seq, FINISH, rep, batch))
+        heappush(self.heap, (now_s + dur, next(self.seq), FINISH, rep, batch))
 
     def _finish(self, rep: SimReplica, now_s: float, batch: list[Request]) -> None:
         if rep.dead:
             return  # its requests were retried when it died
         api = rep.api
         stats = api.stats
+        a = api.index
         n = len(batch)
         rep.busy.remove(batch)
         rep.calls -= 1
         rep.executing -= n
         rep.in_flight -= n
         if not rep.draining:
-            self.load[api.index] -= n
-        self._flight(api.index, -n, now_s)
+            self.load[a] -= n
+        in_flight = self.in_flight  # self._flight(a, -n, now_s), inlined
+        self.flight_seconds[a] += in_flight[a] * (now_s - self.flight_at[a])
+        self.flight_at[a] = now_s
+        in_flight[a] -= n
         timeout = api.timeout_s
         lat = stats.latencies_s
         for req in batch:
@@ -459,10 +487,12 @@ class DataPlane:
             else:
                 stats.served += 1
                 lat.append(d)
-            if api.multi:
-                key = api.names[req[1]]
-                rep.mem[key][2] -= 1
-                rep.mem_dirty.add(key)
+        if api.multi:
+            mem, names, dirty = rep.mem, api.names, rep.mem_dirty
+            for req in batch:
+                key = names[req[1]]
+                mem[key][2] -= 1
+                dirty.add(key)
         if rep.blocked:
             self._retry_blocked(rep, now_s)
         if rep.draining and rep.in_flight == 0:
@@ -476,19 +506,17 @@ class DataPlane:
     def _start_load(self, rep: SimReplica, key: str, now_s: float, waiters: list[Request]) -> None:
         api = rep.api
         freq = _no_frequency if api.lru else rep.frequency
-        if rep.agings != rep.frequency.agings:  # every popularity count changed
+        if rep.agings != rep.frequency.agings:  # every popularity count changed: every entry is stale
             rep.agings = rep.frequency.agings
-            rep.mem_entries.clear()
-            rep.disk_entries.clear()
+            rep.mem_dirty.update(rep.mem)
+            rep.disk_dirty.update(rep.disk)
         mem, cached = rep.mem, rep.mem_entries
         for k in rep.mem_dirty:
-            cached.pop(k, None)
-        rep.mem_dirty.clear()
-        for k, e in mem.items():
-            if k not in cached:
+            e = mem.get(k)
+            if e is not None:  # in place: the entries keep the cache's own (insertion) order
                 cached[k] = eviction.CacheEntry(k, e[0], e[1], e[2] + (1 if e[3] else 0), freq(k))
-        entries = [cached[k] for k in mem]  # the cache's own (insertion) order, as the policy's ties need
-        decision = eviction.plan_eviction(entries, api.mem_budget, api.size)
+        rep.mem_dirty.clear()
+        decision = eviction.plan_eviction(list(cached.values()), api.mem_budget, api.size)
         if decision.verdict is eviction.Verdict.TOO_LARGE:
             n = len(waiters)
             api.stats.rejected += n
@@ -502,15 +530,18 @@ class DataPlane:
             if key not in rep.blocked:
                 rep.blocked.append(key)
             return
-        holding = self.holding[api.index]
+        holding, routes = self.holding[api.index], self.routes[api.index]
         for k in decision.evict:
-            del rep.mem[k]
-            cached.pop(k, None)
+            del mem[k]
+            del cached[k]
             rep.held.discard(k.encode())
-            holders = holding.get(api.model_of[k])
+            m = api.model_of[k]
+            holders = holding.get(m)
             if holders is not None:
                 holders.discard(rep)
-        rep.mem[key] = [api.size, now_s, len(waiters), True]
+                routes.pop(m, None)
+        mem[key] = [api.size, now_s, len(waiters), True]
+        cached[key] = eviction.CacheEntry(key, api.size, now_s, len(waiters) + 1, freq(key))
         rep.mem_dirty.add(key)
         dur = api.load_s
         on_disk = rep.disk.get(key)
@@ -519,23 +550,21 @@ class DataPlane:
             on_disk[1] = now_s
         else:
             dur += api.download_s
-            disk_cached = rep.disk_entries
+            disk, disk_cached = rep.disk, rep.disk_entries
             for k in rep.disk_dirty:
-                disk_cached.pop(k, None)
-            rep.disk_dirty.clear()
-            for k, e in rep.disk.items():
-                if k not in disk_cached:
+                e = disk.get(k)
+                if e is not None:
                     disk_cached[k] = eviction.CacheEntry(k, e[0], e[1], 0, freq(k))
-            disk = [disk_cached[k] for k in rep.disk]
-            d = eviction.plan_eviction(disk, api.disk_budget, api.size)
+            rep.disk_dirty.clear()
+            d = eviction.plan_eviction(list(disk_cached.values()), api.disk_budget, api.size)
             if d.fits:
                 for k in d.evict:
-                    del rep.disk[k]
-                    disk_cached.pop(k, None)
-                rep.disk[key] = [api.size, now_s]
+                    del disk[k]
+                    del disk_cached[k]
+                disk[key] = [api.size, now_s]
+                disk_cached[key] = eviction.CacheEntry(key, api.size, now_s, 0, freq(key))
                 rep.disk_dirty.add(key)
-        self.seq += 1
-        heappush(self.heap, (now_s + dur, self.seq, LOADED, rep, key))
+        heappush(self.heap, (now_s + dur, next(self.seq), LOADED, rep, key))
 
     def _retry_blocked(self, rep: SimReplica, now_s: float) -> None:
         blocked, rep.blocked = rep.blocked, []
@@ -550,6 +579,8 @@ class DataPlane:
         entry[3] = False
         rep.mem_dirty.add(key)
         rep.held.add(key.encode())
-        self.holding[rep.api.index].setdefault(rep.api.model_of[key], set()).add(rep)
+        a, m = rep.api.index, rep.api.model_of[key]
+        self.holding[a].setdefault(m, set()).add(rep)
+        self.routes[a].pop(m, None)
         rep.queue.extend(rep.loading.pop(key))
         self._pump(rep, now_s)
