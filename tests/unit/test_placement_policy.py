@@ -288,3 +288,33 @@ def test_usage_per_node() -> None:
         NodeUsage("n1", replicas=2, cpu=3.0, mem_bytes=3 * GI, gpus=1.25, gpu_mem_bytes=20 * GI),
         NodeUsage("n2", replicas=0, cpu=0.0, mem_bytes=0, gpus=0.0, gpu_mem_bytes=0),
     )
+
+
+def test_the_placement_step_decides_as_place_whether_or_not_its_inputs_repeat() -> None:
+    """The step keeps its last decision for the same nodes and replicas: random ticks, some repeating."""
+    import random
+
+    from thrifty.control.placement_step import PlacementStep
+
+    rng = random.Random(11)
+    step = PlacementStep()
+    nodes: list[NodeView] = []
+    placed: list[ClusterReplica] = []
+    pending: list[ClusterReplica] = []
+    for tick in range(300):
+        what = rng.random()
+        if what < 0.1:
+            nodes.append(node(f"n{tick}", cpu=rng.choice([2, 4]), gpus=rng.choice([0, 1]),
+                              state=rng.choice(["ready", "launching"])))  # fmt: skip
+        elif what < 0.15 and nodes:
+            nodes.pop(rng.randrange(len(nodes)))
+        elif what < 0.3:
+            pending.append(rep(f"r{tick}", rng.choice("ab"), cpu=rng.choice([0.5, 1, 3]), gpu=rng.choice([0, 0.5])))
+        d = step.update(float(tick), nodes, placed, pending)
+        assert d == place(nodes, [*placed, *pending])
+        assert step.last_reason["now_s"] == float(tick)
+        if rng.random() < 0.5:  # the operator starts what was placed (else the same inputs come again)
+            done = {a.replica_id: a for a in d.assignments}
+            placed += [ClusterReplica(r.id, r.api, r.request, done[r.id].node_id, done[r.id].gpu_indices)
+                       for r in pending if r.id in done]  # fmt: skip
+            pending = [r for r in pending if r.id not in done]

@@ -395,17 +395,23 @@ def place(
     A placed replica whose node is not listed (or not in ``states``) is ignored: its node is going away.
     """
     usable = [n for n in nodes if n.state in states]
-    packer = Packer(usable, (r for r in replicas if r.node_id is not None))
     pending = placement_order(r for r in replicas if r.node_id is None)
     assignments: list[Assignment] = []
     failed: list[ClusterReplica] = []
-    for rep in pending:
-        a = packer.place(rep)
-        if a is None:
-            failed.append(rep)
-        else:
-            assignments.append(a)
-    unplaced = tuple(Unplaced(replica_id=r.id, api=r.api, reason=packer.why_not(r)) for r in failed)
+    unplaced: tuple[Unplaced, ...] = ()
+    if pending:  # nothing to place (most ticks): no packer to build over every node
+        packer = Packer(usable, (r for r in replicas if r.node_id is not None))
+        for rep in pending:
+            a = packer.place(rep)
+            if a is None:
+                failed.append(rep)
+            else:
+                assignments.append(a)
+        why: dict[ReplicaRequest, str] = {}  # the reason depends only on the request (the packing is done)
+        for r in failed:
+            if r.request not in why:
+                why[r.request] = packer.why_not(r)
+        unplaced = tuple(Unplaced(replica_id=r.id, api=r.api, reason=why[r.request]) for r in failed)
     reason: dict[str, Any] = {
         "nodes": len(usable),
         "pending": len(pending),
