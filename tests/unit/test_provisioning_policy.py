@@ -233,3 +233,39 @@ node_pools:
     assert (c.node_idle_timeout_s, c.utilization_threshold, c.underused_for_s) == (90.0, 0.3, 600.0)
     assert [p.name for p in c.pools] == ["cpu"] and c.pools[0].spec.spot
     assert launched(decide(c, [], [], ProvisioningState(), 0.0)) == {"cpu": 1}
+
+
+def test_a_memo_kept_from_tick_to_tick_decides_as_a_fresh_one() -> None:
+    """Random ticks, some repeating the last inputs, some changing them: the memo never changes a decision."""
+    import random
+
+    from thrifty.policy.provisioning import ProvisioningMemo
+
+    rng = random.Random(7)
+    pools = (SMALL, LARGE, GPU, pool("spot", cpu=4, mem_gi=16, price=0.05, spot=True, min_nodes=1))
+    c = cfg(*pools, idle_s=20)
+    memo = ProvisioningMemo()
+    kept, fresh = ProvisioningState(), ProvisioningState()
+    nodes: list[NodeView] = []
+    replicas: list[ClusterReplica] = []
+    for tick in range(300):
+        if rng.random() < 0.3:  # something changes: a node or a replica comes or goes, or a node's state
+            p = rng.choice(pools)
+            what = rng.random()
+            if what < 0.25 or not nodes:
+                nodes.append(node_of(p, f"{p.name}-{tick}", rng.choice(["ready", "launching", "cordoned"]), tick))
+            elif what < 0.4:
+                nodes.pop(rng.randrange(len(nodes)))
+            elif what < 0.5:
+                i = rng.randrange(len(nodes))
+                nodes[i] = node_of(next(x for x in pools if x.spec == nodes[i].spec), nodes[i].id, "ready", tick)
+            elif what < 0.8:
+                on = rng.choice([None, None, *(n.id for n in nodes if n.state == "ready")])
+                replicas.append(rep(f"r{tick}", rng.choice("ab"), cpu=rng.choice([0.5, 1, 2]), on=on))
+            elif replicas:
+                replicas.pop(rng.randrange(len(replicas)))
+        out = frozenset({"spot"}) if tick % 50 < 10 else frozenset()
+        a = decide(c, nodes, replicas, kept, float(tick), out, memo)
+        b = decide(c, nodes, replicas, fresh, float(tick), out)
+        assert a == b
+        kept, fresh = a.state, b.state

@@ -11,13 +11,20 @@ from collections.abc import Sequence
 from typing import Any
 
 from thrifty.policy.cluster_types import ClusterReplica, NodeView
-from thrifty.policy.provisioning import ProvisioningConfig, ProvisioningDecision, ProvisioningState, decide
+from thrifty.policy.provisioning import (
+    ProvisioningConfig,
+    ProvisioningDecision,
+    ProvisioningMemo,
+    ProvisioningState,
+    decide,
+)
 
 
 class ProvisioningStep:
     def __init__(self, config: ProvisioningConfig) -> None:
         self.config = config
         self.state = ProvisioningState()
+        self.memo = ProvisioningMemo()  # what a tick repeats while the nodes and replicas stay the same
         self.last_reason: dict[str, Any] = {}
 
     def update(
@@ -28,7 +35,7 @@ class ProvisioningStep:
         excluded_pools: frozenset[str] = frozenset(),
     ) -> ProvisioningDecision:
         """``excluded_pools``: pools out of spot capacity (the spot step's backoff), not bought from now."""
-        decision = decide(self.config, nodes, replicas, self.state, now, excluded_pools)
+        decision = decide(self.config, nodes, replicas, self.state, now, excluded_pools, self.memo)
         self.state = decision.state
         self.last_reason = decision.reason
         return decision

@@ -137,35 +137,15 @@ def decide(
     state: ProvisioningState,
     now_s: float,
     excluded_pools: frozenset[str] = frozenset(),
+    memo: ProvisioningMemo | None = None,
 ) -> ProvisioningDecision:
-    """One provisioning tick (see the module docstring)."""
+    """One provisioning tick (see the module docstring). ``memo``: the caller's, kept from tick to tick, so
+    that steps 1-3 and the utilization consolidation reads are not redone while their inputs are the same."""
     live = sorted((n for n in nodes if n.state != "terminating"), key=lambda n: n.id)
-    count: dict[str, int] = {p.name: 0 for p in cfg.pools}
-    for n in live:
-        count[n.spec.pool] = count.get(n.spec.pool, 0) + 1
-    r: dict[str, Any] = {"now_s": now_s, "nodes_by_pool": dict(count), "pending": 0}
-
-    # 1. what is pending, onto ready and launching nodes
-    capacity = Packer((n for n in live if n.state in CAPACITY_STATES), (r_ for r_ in replicas if r_.node_id))
-    pending = placement_order(x for x in replicas if x.node_id is None)
-    virtual: list[Assignment] = []
-    leftover: list[ClusterReplica] = []
-    for rep in pending:
-        a = capacity.place(rep)
-        if a is None:
-            leftover.append(rep)
-        else:
-            virtual.append(a)
-    r.update(pending=len(pending), fit_on_existing=len(virtual), need_new_nodes=len(leftover))
-
-    # 2. buy for the rest; 3. min_nodes
-    launches, unfit = _buy(cfg, leftover, count, r, excluded_pools)
-    for pool in cfg.pools:
-        lacking = pool.min_nodes - count[pool.name]
-        if lacking > 0:
-            launches.append(Launch(pool.name, lacking, (), f"pool {pool.name} has {count[pool.name]} nodes; "
-                                   f"min_nodes is {pool.min_nodes}"))  # fmt: skip
-            count[pool.name] += lacking
+    memo = ProvisioningMemo() if memo is None else memo
+    fit = memo.fit(cfg, live, replicas, excluded_pools)
+    r: dict[str, Any] = {"now_s": now_s, **fit.reason}
+    virtual, launches, unfit, count = fit.virtual, list(fit.launches), fit.unfit, dict(fit.count)
 
     # 4. idle nodes
     used = {x.node_id for x in replicas if x.node_id} | {a.node_id for a in virtual}
@@ -187,7 +167,8 @@ def decide(
     # 5. consolidation
     c = _Consolidation()
     if cfg.consolidation:
-        _consolidate(cfg, live, replicas, virtual, capacity, bool(launches or leftover), count, state, now_s,
+        util = _utilization(fit.capacity) if fit.capacity is not None else memo.utilization(live, replicas)
+        _consolidate(cfg, live, replicas, virtual, util, bool(launches or fit.leftover), count, state, now_s,
                      {x.node_id for x in releases}, c, r)  # fmt: skip
     releases.extend(c.releases)
     new_state = ProvisioningState(empty_since=empty_since, underused_since=c.underused_since,
@@ -208,6 +189,94 @@ def decide(
     return ProvisioningDecision(launch=tuple(launches), release=tuple(releases), cordon=tuple(c.cordon),
                                 uncordon=tuple(c.uncordon), moves=tuple(c.moves), unfit=tuple(unfit),
                                 state=new_state, reason=r)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class _Fit:
+    """Steps 1-3 of a tick: they depend only on the config, the live nodes, the replicas and the excluded pools."""
+
+    capacity: Packer | None  # the ready and launching nodes with the pending replicas that fit placed on them
+    virtual: tuple[Assignment, ...]  # where those pending replicas fit
+    leftover: bool  # some pending replica fits no ready or launching node
+    launches: tuple[Launch, ...]
+    unfit: tuple[Unplaced, ...]
+    count: dict[str, int]  # live nodes per pool, the launches included
+    reason: dict[str, Any]
+
+
+def _fit(
+    cfg: ProvisioningConfig, live: Sequence[NodeView], replicas: Sequence[ClusterReplica], excluded: frozenset[str]
+) -> _Fit:
+    """Steps 1-3 (see the module docstring): what is pending onto ready and launching nodes, buy for the rest,
+    then ``min_nodes``."""
+    count: dict[str, int] = {p.name: 0 for p in cfg.pools}
+    for n in live:
+        count[n.spec.pool] = count.get(n.spec.pool, 0) + 1
+    r: dict[str, Any] = {"nodes_by_pool": dict(count), "pending": 0}
+
+    # 1. what is pending, onto ready and launching nodes
+    pending = placement_order(x for x in replicas if x.node_id is None)
+    virtual: list[Assignment] = []
+    leftover: list[ClusterReplica] = []
+    capacity: Packer | None = None  # nothing pending (most ticks): built only if consolidation needs it
+    if pending:
+        capacity = _capacity(live, replicas)
+        for rep in pending:
+            a = capacity.place(rep)
+            if a is None:
+                leftover.append(rep)
+            else:
+                virtual.append(a)
+    r.update(pending=len(pending), fit_on_existing=len(virtual), need_new_nodes=len(leftover))
+
+    # 2. buy for the rest; 3. min_nodes
+    launches, unfit = _buy(cfg, leftover, count, r, excluded)
+    for pool in cfg.pools:
+        lacking = pool.min_nodes - count[pool.name]
+        if lacking > 0:
+            launches.append(Launch(pool.name, lacking, (), f"pool {pool.name} has {count[pool.name]} nodes; "
+                                   f"min_nodes is {pool.min_nodes}"))  # fmt: skip
+            count[pool.name] += lacking
+    return _Fit(capacity, tuple(virtual), bool(leftover), tuple(launches), tuple(unfit), count, r)
+
+
+class ProvisioningMemo:
+    """The last inputs and results of the work a tick repeats while nothing changes, for ``decide``.
+
+    Steps 1-3 depend only on the config, the live nodes, the replicas and the excluded pools, and
+    consolidation reads the placed replicas' utilization of the nodes on every tick: between two ticks these
+    inputs seldom change (a replica waits minutes for its node to launch), and comparing them with the last
+    ones (mostly the same objects) is far cheaper than packing every node again. Results are shared: read them,
+    never change them.
+    """
+
+    def __init__(self) -> None:
+        self._fit: tuple[tuple[Any, ...], _Fit] | None = None
+        self._util: tuple[tuple[Any, ...], dict[str, float]] | None = None
+
+    def fit(
+        self,
+        cfg: ProvisioningConfig,
+        live: Sequence[NodeView],
+        replicas: Sequence[ClusterReplica],
+        excluded: frozenset[str],
+    ) -> _Fit:
+        key = (cfg, tuple(live), tuple(replicas), excluded)
+        if self._fit is None or self._fit[0] != key:
+            self._fit = (key, _fit(cfg, live, replicas, excluded))
+        return self._fit[1]
+
+    def utilization(self, live: Sequence[NodeView], replicas: Sequence[ClusterReplica]) -> dict[str, float]:
+        """``_utilization(_capacity(live, replicas))``."""
+        key = (tuple(n for n in live if n.state in CAPACITY_STATES), tuple(x for x in replicas if x.node_id))
+        if self._util is None or self._util[0] != key:
+            self._util = (key, _utilization(Packer(*key)))
+        return self._util[1]
+
+
+def _capacity(live: Sequence[NodeView], replicas: Sequence[ClusterReplica]) -> Packer:
+    """The ready and launching nodes with what the placed replicas hold of them."""
+    return Packer((n for n in live if n.state in CAPACITY_STATES), (x for x in replicas if x.node_id))
 
 
 Kind = int  # index of (API, request): replicas of one API with one request are interchangeable when buying
@@ -400,8 +469,8 @@ def _consolidate(
     cfg: ProvisioningConfig,
     live: list[NodeView],
     replicas: Sequence[ClusterReplica],
-    virtual: list[Assignment],
-    capacity: Packer,
+    virtual: Sequence[Assignment],
+    util: dict[str, float],
     buying: bool,
     count: dict[str, int],
     state: ProvisioningState,
@@ -431,7 +500,6 @@ def _consolidate(
             c.node, c.since_s = cur, state.consolidating_since_s
             r["consolidation"] = {"node": cur, "outcome": "moving", "replicas_left": len(on_node[cur])}
         return
-    util = _utilization(capacity)
     targets = {a.node_id for a in virtual}
     min_nodes = {p.name: p.min_nodes for p in cfg.pools}
     candidates: list[tuple[float, float, str]] = []
