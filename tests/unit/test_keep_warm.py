@@ -53,10 +53,10 @@ def test_recent_models_is_bounded() -> None:
 
 
 @pytest.mark.parametrize(
-    ("models", "cache", "floor"), [(0, 40, 0), (1, 40, 1), (40, 40, 2), (1000, 40, 38), (10, 1, 15)]
+    ("models", "cache", "floor"), [(0, 40, 0), (1, 40, 1), (40, 40, 2), (1000, 40, 50), (10, 3, 7)]
 )
 def test_warm_floor(models: int, cache: int, floor: int) -> None:
-    assert HEADROOM == 1.5
+    assert HEADROOM == 2.0
     assert warm_floor(models, cache) == floor
 
 
@@ -86,10 +86,10 @@ def scale(cfg: ApiConfig, models_recent: int | None, current: int = 1) -> tuple[
 
 
 def test_the_floor_raises_the_replicas_to_hold_the_recent_models() -> None:
-    desired, reason = scale(api(), 50)  # 50 models x 1.5 / 10 per replica
+    desired, reason = scale(api(), 40)  # 40 models x 2 / 10 per replica
     assert desired == 8
-    assert reason["keep_warm"] == {"models_recent": 50, "floor": 8, "window_s": 600.0}
-    assert "keep_warm: 50 models" in reason["summary"]
+    assert reason["keep_warm"] == {"models_recent": 40, "floor": 8, "window_s": 600.0}
+    assert "keep_warm: 40 models" in reason["summary"]
 
 
 def test_the_floor_never_passes_max_replicas_nor_acts_when_off() -> None:

@@ -254,7 +254,7 @@ class ModelsConfig(Strict):
         ge=0,
         le=86400,
         description="Keep enough replicas that every model requested within this window fits the replicas' "
-        "memory caches (1.5 x models / cache_size replicas at least); 0 = off: replicas follow the load only.",
+        "memory caches (2 x models / cache_size replicas at least); 0 = off: replicas follow the load only.",
     )
 
     @field_validator("preload")
