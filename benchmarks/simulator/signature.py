@@ -21,7 +21,7 @@ import numpy as np
 
 from thrifty.config.scenario import load_scenario, trace_path
 from thrifty.sim.run import Simulation
-from thrifty.sim.strategies import STRATEGIES
+from thrifty.sim.strategies import STRATEGIES, Knob
 from thrifty.sim.traffic import arrivals_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,7 +43,7 @@ def main() -> None:
         base = base.model_copy(update={"duration": min(base.duration, args.minutes * 60.0)})
         arrivals = arrivals_for(base, trace_path(path, base))
         for strategy in strategies:
-            setup = STRATEGIES[strategy].setup(base, 1.0)
+            setup = STRATEGIES[strategy].setup(base, Knob(1.0))
             t = time.perf_counter()
             r = Simulation(setup.scenario, arrivals, setup.control(setup.scenario), strategy,
                            plain_model_cache=setup.plain_model_cache).run()  # fmt: skip

@@ -8,7 +8,7 @@ from pathlib import Path
 from thrifty.config.scenario import parse_scenario_text
 from thrifty.sim.__main__ import simulate
 from thrifty.sim.report import targets
-from thrifty.sim.strategies import STRATEGIES
+from thrifty.sim.strategies import STRATEGIES, Knob
 
 TEXT = """
 name: t
@@ -30,12 +30,12 @@ slo: {latency: 2s, share: 90}
 
 def test_transforms() -> None:
     sc = parse_scenario_text(TEXT, "s.yaml")
-    naive = STRATEGIES["naive"].setup(sc, 1.0).scenario
+    naive = STRATEGIES["naive"].setup(sc, Knob(1.0)).scenario
     assert [p.spot for p in naive.cluster.node_pools] == [False]
     assert naive.apis[0].compute.gpu == 1 and naive.apis[0].autoscaling.min_replicas == 12
-    cortex = STRATEGIES["cortex"].setup(sc, 1.0)
+    cortex = STRATEGIES["cortex"].setup(sc, Knob(1.0))
     assert cortex.plain_model_cache and cortex.scenario.cluster.spot.notice_handling == "ignore"
-    thrifty = STRATEGIES["thrifty"].setup(sc, 1.0).scenario
+    thrifty = STRATEGIES["thrifty"].setup(sc, Knob(1.0)).scenario
     assert thrifty.apis[0].compute.gpu == 0.25 and thrifty.cluster.consolidation.enabled
 
 
@@ -91,3 +91,15 @@ def test_runs_in_worker_processes_give_the_same_report(tmp_path: Path) -> None:
             for row in rows:
                 row.pop("wall_s")
     assert sweeps[0] == sweeps[1]
+
+
+def test_keep_warm_is_swept_on_and_off_for_thrifty_and_off_for_cortex() -> None:
+    sc = parse_scenario_text(TEXT.replace("cache_size: 4}", "cache_size: 4, keep_warm: 10m}"), "s.yaml")
+    knobs = STRATEGIES["thrifty"].values(sc)
+    assert [k.label for k in knobs][-2:] == ["1, keep_warm off", "2, keep_warm off"] and len(knobs) == 8
+    assert STRATEGIES["thrifty"].setup(sc, Knob(1.0)).scenario.apis[0].models.keep_warm == 600  # type: ignore[union-attr]
+    off = STRATEGIES["thrifty"].setup(sc, Knob(1.0, keep_warm=False)).scenario
+    assert off.apis[0].models.keep_warm == 0  # type: ignore[union-attr]
+    assert len(STRATEGIES["cortex"].values(sc)) == 4
+    assert STRATEGIES["cortex"].setup(sc, Knob(1.0)).scenario.apis[0].models.keep_warm == 0  # type: ignore[union-attr]
+    assert len(STRATEGIES["thrifty"].values(parse_scenario_text(TEXT, "s.yaml"))) == 4  # nothing kept warm

@@ -18,7 +18,7 @@ from thrifty.config.scenario import ScenarioConfig, load_scenario, trace_path
 from thrifty.errors import ThriftyError
 from thrifty.sim.report import summarize, write_rows
 from thrifty.sim.run import Simulation
-from thrifty.sim.strategies import STRATEGIES
+from thrifty.sim.strategies import STRATEGIES, Knob
 from thrifty.sim.traffic import Arrivals, arrivals_for
 
 Progress = Callable[[str, float], None]
@@ -47,15 +47,18 @@ def simulate(file: Path, out: Path, strategies: tuple[str, ...] = tuple(STRATEGI
         scenario = scenario.model_copy(update={"duration": duration_s})
     arrivals = arrivals_for(scenario, trace_path(file, scenario))
     show = progress if progress is not None else (None if quiet else _stderr_progress)
-    tasks = [(name, value) for name in strategies for value in (STRATEGIES[name].values(scenario) if sweep else (1.0,))]
+    tasks = [
+        (name, knob) for name in strategies for knob in (STRATEGIES[name].values(scenario) if sweep else (Knob(1.0),))
+    ]
     if jobs == 1 or len(tasks) == 1:
         done = [_run_one(scenario, arrivals, name, value, show) for name, value in tasks]
     else:
         done = _run_parallel(scenario, arrivals, tasks, jobs, show)
     chosen: dict[str, tuple[tuple[bool, float], dict[str, Any], list[dict[str, Any]]]] = {}
     sweeps: dict[str, list[dict[str, Any]]] = {name: [] for name in strategies}
-    for (name, value), (row, timeline, wall) in zip(tasks, done, strict=True):
-        sweeps[name].append({"knob": STRATEGIES[name].knob, "value": value, "total_dollars": row["total_dollars"],
+    for (name, knob), (row, timeline, wall) in zip(tasks, done, strict=True):
+        sweeps[name].append({"knob": STRATEGIES[name].knob, "value": knob.factor, "label": knob.label,
+                             "keep_warm": knob.keep_warm, "total_dollars": row["total_dollars"],
                              "slo_attainment_percent": row["slo_attainment_percent"], "slo_met": row["slo_met"],
                              "wall_s": round(wall, 1)})  # fmt: skip
         key = (row["slo_met"], -row["total_dollars"] if row["slo_met"] else row["slo_attainment_percent"])
@@ -69,11 +72,11 @@ def simulate(file: Path, out: Path, strategies: tuple[str, ...] = tuple(STRATEGI
 Done = tuple[dict[str, Any], list[dict[str, Any]], float]  # (summary row, timeline, wall seconds)
 
 
-def _run_one(scenario: ScenarioConfig, arrivals: Arrivals, name: str, value: float,
+def _run_one(scenario: ScenarioConfig, arrivals: Arrivals, name: str, knob: Knob,
              show: Progress | None) -> Done:  # fmt: skip
     strategy = STRATEGIES[name]
-    setup = strategy.setup(scenario, value)
-    label = f"{name} ({strategy.knob} = {value:g})"
+    setup = strategy.setup(scenario, knob)
+    label = f"{name} ({strategy.knob} = {knob.label})"
     started = time.perf_counter()
 
     def tick(share: float) -> None:
@@ -83,19 +86,19 @@ def _run_one(scenario: ScenarioConfig, arrivals: Arrivals, name: str, value: flo
     run = Simulation(setup.scenario, arrivals, setup.control(setup.scenario), name, tick,
                      plain_model_cache=setup.plain_model_cache).run()  # fmt: skip
     tick(1.0)
-    run.knob = f"{strategy.knob} = {value:g}"
+    run.knob = f"{strategy.knob} = {knob.label}"
     return summarize(scenario, run), run.timeline, time.perf_counter() - started
 
 
 _WORK: tuple[ScenarioConfig, Arrivals] | None = None  # what forked workers inherit instead of a pickled copy
 
 
-def _worker(task: tuple[str, float]) -> Done:
+def _worker(task: tuple[str, Knob]) -> Done:
     assert _WORK is not None
     return _run_one(*_WORK, task[0], task[1], None)
 
 
-def _run_parallel(scenario: ScenarioConfig, arrivals: Arrivals, tasks: list[tuple[str, float]], jobs: int,
+def _run_parallel(scenario: ScenarioConfig, arrivals: Arrivals, tasks: list[tuple[str, Knob]], jobs: int,
                   show: Progress | None) -> list[Done]:  # fmt: skip
     global _WORK
     _WORK = (scenario, arrivals)
@@ -108,8 +111,8 @@ def _run_parallel(scenario: ScenarioConfig, arrivals: Arrivals, tasks: list[tupl
                 i = futures[fut]
                 results[i] = one = fut.result()
                 if show is not None:
-                    name, value = tasks[i]
-                    show(f"[{n}/{len(tasks)}] {name} ({STRATEGIES[name].knob} = {value:g}) in {one[2]:.0f}s", 1.0)
+                    name, knob = tasks[i]
+                    show(f"[{n}/{len(tasks)}] {name} ({STRATEGIES[name].knob} = {knob.label}) in {one[2]:.0f}s", 1.0)
     finally:
         _WORK = None
     return [r for r in results if r is not None]

@@ -116,7 +116,7 @@ def write_rows(scenario: ScenarioConfig, rows: list[dict[str, Any]], timelines: 
                 "|---|---|---|---|---|\n"  # fmt: skip
         for name, tried in sweeps.items():
             for s in tried:
-                text += (f"| {name} | {s['knob']} = {s['value']:g} | {s['total_dollars']:.2f} | "
+                text += (f"| {name} | {s['knob']} = {s['label']} | {s['total_dollars']:.2f} | "
                          f"{s['slo_attainment_percent']:.3f}% | {'yes' if s['slo_met'] else 'NO'} |\n")  # fmt: skip
     checks = targets(scenario, rows, sweeps)
     if checks:

@@ -17,6 +17,7 @@ configuration the operator is given, as a user would set it:
   autoscaling; on-demand, one replica per model, whole GPUs, no consolidation) -> ``thrifty+spot`` (spot,
   notices drained) -> ``thrifty+multi-model`` (model cache, model-aware routing, ``keep_warm`` as configured)
   -> ``thrifty+gpu-sharing`` (the configured GPU fractions) -> ``thrifty`` (+ consolidation: everything as configured).
+  Where an API sets ``models.keep_warm``, the multi-model levers' sweep also runs each target with it off.
 """
 
 from __future__ import annotations
@@ -52,11 +53,25 @@ class Setup:
 
 
 @dataclass(frozen=True)
+class Knob:
+    """One setting of a strategy's main knob: a factor, and (thrifty's multi-model levers) whether the APIs'
+    ``models.keep_warm`` stays as configured or is switched off — the cheaper, worse-served side of the same
+    platform, which the equal-service comparison may pick."""
+
+    factor: float
+    keep_warm: bool = True
+
+    @property
+    def label(self) -> str:
+        return f"{self.factor:g}" if self.keep_warm else f"{self.factor:g}, keep_warm off"
+
+
+@dataclass(frozen=True)
 class Strategy:
     name: str
     knob: str
-    values: Callable[[ScenarioConfig], tuple[float, ...]]
-    setup: Callable[[ScenarioConfig, float], Setup]
+    values: Callable[[ScenarioConfig], tuple[Knob, ...]]
+    setup: Callable[[ScenarioConfig, Knob], Setup]
 
 
 # -- scenario transforms (what a user would configure) ---------------------------------------------------
@@ -137,13 +152,15 @@ def _operator(sc: ScenarioConfig) -> ControlPlane:
     return OperatorControlPlane(sc)
 
 
-def _naive_values(sc: ScenarioConfig) -> tuple[float, ...]:
+def _naive_values(sc: ScenarioConfig) -> tuple[Knob, ...]:
     if any(model_count(sc, a) for a in sc.apis):
-        return (1.0,)
-    return NAIVE_FACTORS
+        return (Knob(1.0),)
+    return tuple(Knob(f) for f in NAIVE_FACTORS)
 
 
-def _naive(sc: ScenarioConfig, factor: float) -> Setup:
+def _naive(sc: ScenarioConfig, knob: Knob) -> Setup:
+    factor = knob.factor
+
     def fixed(a: ApiConfig) -> dict[str, Any]:
         n = min(model_count(sc, a), 1000) or max(1, math.ceil(a.autoscaling.max_replicas * factor))
         return {"min_replicas": n, "max_replicas": n}
@@ -155,7 +172,8 @@ def _naive(sc: ScenarioConfig, factor: float) -> Setup:
     return Setup(s, _operator)
 
 
-def _hpa(sc: ScenarioConfig, factor: float) -> Setup:
+def _hpa(sc: ScenarioConfig, knob: Knob) -> Setup:
+    factor = knob.factor
     s = no_consolidation(whole_gpus(on_demand(one_replica_per_model(sc))))
     s = roomy_pools(s, sum(a.autoscaling.max_replicas for a in s.apis))
     cfgs = {a.name: hpa.HpaConfig(max(a.autoscaling.min_replicas, math.ceil(a.autoscaling.max_replicas * factor)),
@@ -173,15 +191,17 @@ def _hpa(sc: ScenarioConfig, factor: float) -> Setup:
     return Setup(s, control)
 
 
-def _cortex(sc: ScenarioConfig, factor: float) -> Setup:
+def _cortex(sc: ScenarioConfig, knob: Knob) -> Setup:
     s = no_consolidation(whole_gpus(ignore_notices(no_keep_warm(sc))))
-    s = with_target(_autoscaling(s, lambda a: CORTEX_AUTOSCALING), factor)
+    s = with_target(_autoscaling(s, lambda a: CORTEX_AUTOSCALING), knob.factor)
     return Setup(s, _operator, plain_model_cache=True)
 
 
-def _lever(level: int) -> Callable[[ScenarioConfig, float], Setup]:
-    def setup(sc: ScenarioConfig, factor: float) -> Setup:
-        s = with_target(sc, factor)
+def _lever(level: int) -> Callable[[ScenarioConfig, Knob], Setup]:
+    def setup(sc: ScenarioConfig, knob: Knob) -> Setup:
+        s = with_target(sc, knob.factor)
+        if not knob.keep_warm:
+            s = no_keep_warm(s)
         if level < 1:
             s = on_demand(s)
         if level < 2:
@@ -197,20 +217,26 @@ def _lever(level: int) -> Callable[[ScenarioConfig, float], Setup]:
     return setup
 
 
-def _targets(sc: ScenarioConfig) -> tuple[float, ...]:
-    return TARGET_FACTORS
+def _targets(sc: ScenarioConfig) -> tuple[Knob, ...]:
+    return tuple(Knob(f) for f in TARGET_FACTORS)
+
+
+def _multi_model_targets(sc: ScenarioConfig) -> tuple[Knob, ...]:
+    """Target factors, and, where an API keeps models warm, the same factors with keep_warm off."""
+    warm = any(a.models is not None and a.models.keep_warm for a in sc.apis)
+    return _targets(sc) + (tuple(Knob(f, keep_warm=False) for f in TARGET_FACTORS) if warm else ())
 
 
 STRATEGIES: dict[str, Strategy] = {
     s.name: s
     for s in (
         Strategy("naive", "fixed replicas (x max_replicas; one per model)", _naive_values, _naive),
-        Strategy("hpa-cpu", "min replicas (x max_replicas)", lambda sc: HPA_MIN_FACTORS, _hpa),
+        Strategy("hpa-cpu", "min replicas (x max_replicas)", lambda sc: tuple(Knob(f) for f in HPA_MIN_FACTORS), _hpa),
         Strategy("cortex", "target in-flight (x configured)", _targets, _cortex),
         Strategy("thrifty-autoscaling", "target in-flight (x configured)", _targets, _lever(0)),
         Strategy("thrifty+spot", "target in-flight (x configured)", _targets, _lever(1)),
-        Strategy("thrifty+multi-model", "target in-flight (x configured)", _targets, _lever(2)),
-        Strategy("thrifty+gpu-sharing", "target in-flight (x configured)", _targets, _lever(3)),
-        Strategy("thrifty", "target in-flight (x configured)", _targets, _lever(4)),
+        Strategy("thrifty+multi-model", "target in-flight (x configured)", _multi_model_targets, _lever(2)),
+        Strategy("thrifty+gpu-sharing", "target in-flight (x configured)", _multi_model_targets, _lever(3)),
+        Strategy("thrifty", "target in-flight (x configured)", _multi_model_targets, _lever(4)),
     )
 }
