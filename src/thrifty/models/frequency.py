@@ -23,9 +23,12 @@ class RequestFrequency:
         self.agings = 0  # how many times the counts halved: every count changed then
 
     def record(self, key: Hashable) -> None:
-        self._counts[key] = self._counts.get(key, 0.0) + 1.0
-        self._since_aging += 1
-        if self._since_aging >= self._period:
+        counts = self._counts
+        counts[key] = counts.get(key, 0.0) + 1.0
+        since = self._since_aging + 1
+        if since < self._period:
+            self._since_aging = since
+        else:
             self._since_aging = 0
             self.agings += 1
             self._counts = {k: v / 2 for k, v in self._counts.items() if v / 2 >= FORGET_BELOW}

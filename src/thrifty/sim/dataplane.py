@@ -370,11 +370,11 @@ class DataPlane:
             api.stats.rejected += 1
             return
         rep = reps[idx]
-        executing = rep.executing
-        if not admission.admit(api.limits, executing, rep.in_flight - executing, rep.draining).admitted:
+        executing, admitted = rep.executing, rep.in_flight
+        if not admission.admit(api.limits, executing, admitted - executing, rep.draining).admitted:
             api.stats.rejected += 1  # the replica's 503: the gateway passes it on, it does not retry it
             return
-        rep.in_flight += 1
+        rep.in_flight = admitted + 1
         self.load[a] += 1
         in_flight = self.in_flight  # self._flight(a, 1, now_s), inlined
         self.flight_seconds[a] += in_flight[a] * (now_s - self.flight_at[a])
@@ -383,8 +383,7 @@ class DataPlane:
         if api.multi:
             key = api.names[req[1]]
             rep.frequency.record(key)
-            rep.mem_dirty.add(key)
-            rep.disk_dirty.add(key)
+            rep.mem_dirty.add(key)  # its popularity changed (passed on to disk_dirty at the next memory plan)
             waiting = rep.loading.get(key)
             if waiting is not None:  # single flight: wait for the load under way (or blocked)
                 api.stats.misses += 1
@@ -511,11 +510,13 @@ class DataPlane:
             rep.mem_dirty.update(rep.mem)
             rep.disk_dirty.update(rep.disk)
         mem, cached = rep.mem, rep.mem_entries
-        for k in rep.mem_dirty:
+        dirty = rep.mem_dirty
+        for k in dirty:
             e = mem.get(k)
             if e is not None:  # in place: the entries keep the cache's own (insertion) order
                 cached[k] = eviction.CacheEntry(k, e[0], e[1], e[2] + (1 if e[3] else 0), freq(k))
-        rep.mem_dirty.clear()
+        rep.disk_dirty |= dirty  # a request marks its key dirty in memory only: its popularity changed in both
+        dirty.clear()
         decision = eviction.plan_eviction(list(cached.values()), api.mem_budget, api.size)
         if decision.verdict is eviction.Verdict.TOO_LARGE:
             n = len(waiters)
