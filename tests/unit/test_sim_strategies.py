@@ -103,3 +103,10 @@ def test_keep_warm_is_swept_on_and_off_for_thrifty_and_off_for_cortex() -> None:
     assert len(STRATEGIES["cortex"].values(sc)) == 4
     assert STRATEGIES["cortex"].setup(sc, Knob(1.0)).scenario.apis[0].models.keep_warm == 0  # type: ignore[union-attr]
     assert len(STRATEGIES["thrifty"].values(parse_scenario_text(TEXT, "s.yaml"))) == 4  # nothing kept warm
+
+
+def test_a_strategy_that_fixes_every_replica_count_is_not_swept() -> None:
+    sc = parse_scenario_text(TEXT, "s.yaml")  # one API, 12 models: one replica per model is 12, min = max
+    for name in ("hpa-cpu", "thrifty-autoscaling", "thrifty+spot"):
+        assert STRATEGIES[name].knobs(sc) == (Knob(1.0),), name
+    assert len(STRATEGIES["thrifty"].knobs(sc)) == 4 and len(STRATEGIES["cortex"].knobs(sc)) == 4

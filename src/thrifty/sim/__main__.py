@@ -48,7 +48,7 @@ def simulate(file: Path, out: Path, strategies: tuple[str, ...] = tuple(STRATEGI
     arrivals = arrivals_for(scenario, trace_path(file, scenario))
     show = progress if progress is not None else (None if quiet else _stderr_progress)
     tasks = [
-        (name, knob) for name in strategies for knob in (STRATEGIES[name].values(scenario) if sweep else (Knob(1.0),))
+        (name, knob) for name in strategies for knob in (STRATEGIES[name].knobs(scenario) if sweep else (Knob(1.0),))
     ]
     if jobs == 1 or len(tasks) == 1:
         done = [_run_one(scenario, arrivals, name, value, show) for name, value in tasks]

@@ -73,6 +73,17 @@ class Strategy:
     values: Callable[[ScenarioConfig], tuple[Knob, ...]]
     setup: Callable[[ScenarioConfig, Knob], Setup]
 
+    def knobs(self, sc: ScenarioConfig) -> tuple[Knob, ...]:
+        """The settings to sweep: ``values``, or the configured one alone where the strategy fixes every API's
+        replica count (min = max, e.g. one replica per model of a multi-model API): the knob then changes
+        nothing, and each run of a 1,000-replica fleet is the dearest to simulate."""
+        values = self.values(sc)
+        if len(values) > 1:
+            fixed = self.setup(sc, Knob(1.0)).scenario
+            if all(a.autoscaling.min_replicas >= a.autoscaling.max_replicas for a in fixed.apis):
+                return (Knob(1.0),)
+        return values
+
 
 # -- scenario transforms (what a user would configure) ---------------------------------------------------
 
