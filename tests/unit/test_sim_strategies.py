@@ -110,3 +110,11 @@ def test_a_strategy_that_fixes_every_replica_count_is_not_swept() -> None:
     for name in ("hpa-cpu", "thrifty-autoscaling", "thrifty+spot"):
         assert STRATEGIES[name].knobs(sc) == (Knob(1.0),), name
     assert len(STRATEGIES["thrifty"].knobs(sc)) == 4 and len(STRATEGIES["cortex"].knobs(sc)) == 4
+
+
+def test_a_static_on_demand_fleet_ticks_every_10_s() -> None:
+    sc = parse_scenario_text(TEXT, "s.yaml")
+    for name in ("naive", "hpa-cpu", "thrifty-autoscaling"):  # on-demand, one replica per model: fixed
+        assert STRATEGIES[name].setup(sc, Knob(1.0)).scenario.control_interval == 10.0, name
+    for name in ("thrifty+spot", "thrifty", "cortex"):  # spot notices or an autoscaled fleet: every second
+        assert STRATEGIES[name].setup(sc, Knob(1.0)).scenario.control_interval == 1.0, name

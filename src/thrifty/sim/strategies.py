@@ -5,8 +5,9 @@ Every strategy runs the operator's own reconcile steps (``OperatorControlPlane``
 configuration the operator is given, as a user would set it:
 
 - ``naive``: on-demand nodes only, static peak provisioning (a fixed replica count all day: the knob), one
-  replica per model of a multi-model API, a whole GPU each, no consolidation; control ticks every 10 s (or the
-  scenario's interval if longer), as a static fleet has nothing to decide in between.
+  replica per model of a multi-model API, a whole GPU each, no consolidation. Any strategy whose fleet is
+  static (on-demand, every API's replica count fixed) ticks every 10 s (or the scenario's interval if longer):
+  it has nothing to decide in between.
 - ``hpa-cpu``: like thrifty's first lever, but scaled by a CPU-utilisation autoscaler at a 70% target
   (``policy.hpa``, a simulator-only baseline that replaces the operator's autoscaler; knob: min replicas).
 - ``cortex``: Cortex's autoscaler defaults through the real autoscaling policy (no panic mode, 60 s up and
@@ -37,10 +38,10 @@ CORTEX_AUTOSCALING: dict[str, Any] = dict(CORTEX_DEFAULTS)  # Cortex's realtime 
 TARGET_FACTORS = (0.25, 0.5, 1.0, 2.0)  # sweep: x the API's configured target in-flight
 NAIVE_FACTORS = (0.25, 0.5, 1.0)  # sweep: x max_replicas, for single-model APIs
 HPA_MIN_FACTORS = (0.0, 0.25, 0.5)
-# A static fleet has nothing to decide between ticks (on-demand, min = max replicas); ticking it every 10 s
-# instead of every second makes a 1,000-replica naive run ~10x cheaper to simulate. Its only effect: a replica
-# or node that is due becomes ready at the next tick, up to 10 s later (none is due after a warm start).
-NAIVE_CONTROL_INTERVAL_S = 10.0  # sweep: min replicas as a share of max_replicas (0 -> the configured min)
+# A static fleet has nothing to decide between ticks (on-demand, min = max replicas for every API); ticking it
+# every 10 s instead of every second makes a 1,000-replica run ~10x cheaper to simulate. Its only effect: a
+# replica or node that is due becomes ready at the next tick, up to 10 s later (none is due after a warm start).
+STATIC_CONTROL_INTERVAL_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -179,8 +180,15 @@ def _naive(sc: ScenarioConfig, knob: Knob) -> Setup:
     s = no_consolidation(whole_gpus(on_demand(one_replica_per_model(sc))))
     s = _autoscaling(s, fixed)
     s = roomy_pools(s, sum(a.autoscaling.max_replicas for a in s.apis))
-    s = s.model_copy(update={"control_interval": max(s.control_interval, NAIVE_CONTROL_INTERVAL_S)})
-    return Setup(s, _operator)
+    return Setup(static_ticks(s), _operator)
+
+
+def static_ticks(sc: ScenarioConfig) -> ScenarioConfig:
+    """A static fleet (on-demand only, every API's replica count fixed) ticks every 10 s (see above)."""
+    fixed = all(a.autoscaling.min_replicas >= a.autoscaling.max_replicas for a in sc.apis)
+    if not fixed or any(p.spot for p in sc.cluster.node_pools):
+        return sc
+    return sc.model_copy(update={"control_interval": max(sc.control_interval, STATIC_CONTROL_INTERVAL_S)})
 
 
 def _hpa(sc: ScenarioConfig, knob: Knob) -> Setup:
@@ -199,7 +207,7 @@ def _hpa(sc: ScenarioConfig, knob: Knob) -> Setup:
 
         return OperatorControlPlane(scenario, scaler=scale)
 
-    return Setup(s, control)
+    return Setup(static_ticks(s), control)
 
 
 def _cortex(sc: ScenarioConfig, knob: Knob) -> Setup:
@@ -223,7 +231,7 @@ def _lever(level: int) -> Callable[[ScenarioConfig, Knob], Setup]:
             s = no_consolidation(s)
         if level < 3:
             s = roomy_pools(s, sum(a.autoscaling.max_replicas for a in s.apis))
-        return Setup(s, _operator)
+        return Setup(static_ticks(s), _operator)
 
     return setup
 
