@@ -139,3 +139,17 @@ def test_rendezvous_order_with_the_callers_memo_is_the_same_order() -> None:
     assert rendezvous_order(M, ids, memo) == rendezvous_order(M, ids)
     assert set(memo) == set(ids)
     assert rendezvous_order(M, ids[3:], memo) == rendezvous_order(M, ids[3:])
+
+
+def test_rendezvous_order_is_highest_weight_first_then_index() -> None:
+    """Equal weights (equal ids) keep index order: the same order as a key of (-weight, index)."""
+    import random
+
+    rng = random.Random(11)
+    for _ in range(500):
+        ids = [f"r{rng.randint(0, 4)}" for _ in range(rng.randint(0, 9))]
+        model = f"m{rng.randint(0, 30)}".encode()
+        w = [rendezvous_weight(model, rid) for rid in ids]
+        assert rendezvous_order(model, ids) == tuple(sorted(range(len(ids)), key=lambda i: (-w[i], i)))
+        memo: dict[str, int] = {}
+        assert rendezvous_order(model, ids, memo) == rendezvous_order(model, ids)

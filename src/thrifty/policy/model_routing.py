@@ -80,7 +80,8 @@ def rendezvous_order(
             if w is None:
                 w = memo[rid] = rendezvous_weight(model, rid)
             weights.append(w)
-    return tuple(sorted(range(len(replica_ids)), key=lambda i: (-weights[i], i)))
+    # Stable sort, reversed stably: highest weight first, equal weights by index (as a key of (-weight, index)).
+    return tuple(sorted(range(len(replica_ids)), key=weights.__getitem__, reverse=True))
 
 
 def choose_model_replica(

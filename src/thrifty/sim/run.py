@@ -78,6 +78,8 @@ class Simulation:
         self.rng = random.Random(scenario.seed + 1)
         self.noticed: list[tuple[str, float]] = []
         self._requests: dict[int, ReplicaRequest] = {}  # per API: what a replica asks of its node
+        self._views: dict[str, NodeView] = {}  # per node: its last observed view (_observe)
+        self._replica_views: dict[str, tuple[SimReplica, ClusterReplica]] = {}  # per replica id: its view
         # models.keep_warm: the gateway's count of the models asked for recently, fed with each tick's arrivals.
         self.recent: dict[int, RecentModels] = {
             a.index: RecentModels(float(a.config.models.keep_warm))
@@ -98,6 +100,7 @@ class Simulation:
 
     def _end_node(self, node_id: str, now_s: float) -> None:
         node = self.nodes.pop(node_id, None)
+        self._views.pop(node_id, None)
         if node is None:
             return
         secs = now_s - node.launched_s
@@ -123,13 +126,13 @@ class Simulation:
     # -- the simulated engine ----------------------------------------------------------------------------
 
     def _replica_gone(self, rep: SimReplica, now_s: float) -> None:
+        self._replica_views.pop(rep.id, None)
         if self.replicas.pop(rep.id, None) is not None:
             self.result.replica_seconds[rep.api.name] += now_s - rep.started_s
 
     def _observe(self, now_s: float, warm: bool = False) -> Observation:
-        views = tuple(NodeView(n.id, n.spec, n.state, n.since_s) for n in self.nodes.values())
-        reps = tuple(ClusterReplica(r.id, r.api.name, self.control_request(r), r.node_id)
-                     for r in self.replicas.values() if not r.draining)  # fmt: skip
+        views = tuple(self._node_view(n) for n in self.nodes.values())
+        reps = tuple(self._replica_view(r) for r in self.replicas.values() if not r.draining)
         in_flight = {a.name: float(self.dp.in_flight[a.index]) for a in self.apis}
         in_flight_s = {a.name: self.dp.in_flight_seconds(a.index, now_s) for a in self.apis}
         busy = {}
@@ -151,6 +154,21 @@ class Simulation:
         keys, recent = self.apis[i].keys, self.recent[i]
         for m in np.unique(models).tolist():
             recent.seen(keys[m], now_s)
+
+    def _node_view(self, node: SimNode) -> NodeView:
+        """What the operator observes of ``node``: the last view while its state is unchanged (frozen, equal)."""
+        view = self._views.get(node.id)
+        if view is None or view.state != node.state or view.since_s != node.since_s or view.spec is not node.spec:
+            view = self._views[node.id] = NodeView(node.id, node.spec, node.state, node.since_s)
+        return view
+
+    def _replica_view(self, rep: SimReplica) -> ClusterReplica:
+        """What the operator observes of ``rep``: fixed for the replica's life, so built once (frozen)."""
+        seen = self._replica_views.get(rep.id)
+        if seen is None or seen[0] is not rep:
+            seen = self._replica_views[rep.id] = (rep, ClusterReplica(rep.id, rep.api.name, self.control_request(rep),
+                                                                      rep.node_id))  # fmt: skip
+        return seen[1]
 
     def control_request(self, rep: SimReplica) -> ReplicaRequest:
         req = self._requests.get(rep.api.index)
