@@ -12,7 +12,7 @@ import pytest
 
 from thrifty.config.schema import AutoscalingConfig
 from thrifty.errors import ThriftyError
-from thrifty.policy.autoscaling import AutoscalerState, ScalingDecision, decide
+from thrifty.policy.autoscaling import AutoscalerState, ScalingDecision, _extreme_since, _prune, decide
 
 NO_PANIC = 1e9  # a panic_threshold no load in these tests reaches
 
@@ -379,3 +379,22 @@ def test_step_to_four_times_the_load_is_decided_within_five_seconds() -> None:
     first_up = next(t for t, before, d in drv.log if t >= step_s and d.desired > before)
     assert first_up - step_s <= 5.0
     assert drv.replicas >= 8
+
+
+def test_history_windows_by_bisection_equal_the_plain_filters() -> None:
+    rng = random.Random(3)
+    cfg = AutoscalingConfig(downscale_stabilization_period=5.0, upscale_stabilization_period=2.0)
+    for _ in range(2000):
+        t, history = rng.uniform(0, 10), list[tuple[float, int]]()
+        for _ in range(rng.randrange(0, 12)):
+            t += rng.choice((0.0, 0.1, 0.3, 1.0, 0.7))
+            history.append((t, rng.randrange(0, 9)))
+        if rng.random() < 0.1:
+            rng.shuffle(history)  # out of order: the filters run as they are
+        h = tuple(history)
+        now = t + rng.choice((0.0, 0.3, 2.0, 5.0, 5.1))
+        assert _prune(h, cfg, now) == tuple((a, r) for a, r in h if now - a <= 5.0)
+        since = now - rng.choice((0.0, 2.0, 5.0, 0.3))
+        for pick in (max, min):
+            recs = [r for a, r in h if a >= since]
+            assert _extreme_since(h, since, pick) == (pick(recs) if recs else None)

@@ -30,8 +30,10 @@ Decisions taken where neither Cortex nor the issue says (each also noted where i
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from operator import itemgetter, le
 from typing import Any
 
 from thrifty.config.schema import AutoscalingConfig
@@ -355,11 +357,25 @@ def _last_busy(samples: Sequence[tuple[float, float]], now_s: float, known_s: fl
     return max(busy) if known_s is None else max(known_s, *busy)
 
 
+_time = itemgetter(0)
+_rec = itemgetter(1)
+
+
+def _in_time_order(history: tuple[tuple[float, int], ...]) -> bool:
+    # decide() appends at now_s, which only grows: the history is sorted by time, and its windows are
+    # suffixes found by bisection. A caller's history out of order (never decide's own) is filtered instead.
+    times = list(map(_time, history))
+    return all(map(le, times, times[1:]))
+
+
 def _extreme_since(
     history: tuple[tuple[float, int], ...], since_s: float, pick: Callable[[list[int]], int]
 ) -> int | None:
     # Cortex: recommendations with time.Since(t) <= period, i.e. inclusive at the old end.
-    recs = [rec for t, rec in history if t >= since_s]
+    if _in_time_order(history):
+        recs = list(map(_rec, history[bisect_left(history, since_s, key=_time) :]))
+    else:
+        recs = [rec for t, rec in history if t >= since_s]
     return pick(recs) if recs else None
 
 
@@ -367,6 +383,14 @@ def _prune(
     history: tuple[tuple[float, int], ...], cfg: AutoscalingConfig, now_s: float
 ) -> tuple[tuple[float, int], ...]:
     keep_s = max(cfg.downscale_stabilization_period, cfg.upscale_stabilization_period)
+    if _in_time_order(history):
+        # now_s - t <= keep_s  <=>  t >= now_s - keep_s, up to float rounding: check the boundary exactly.
+        i = bisect_left(history, now_s - keep_s, key=_time)
+        while i > 0 and now_s - history[i - 1][0] <= keep_s:
+            i -= 1
+        while i < len(history) and now_s - history[i][0] > keep_s:
+            i += 1
+        return history[i:]
     return tuple((t, rec) for t, rec in history if now_s - t <= keep_s)
 
 
@@ -384,6 +408,9 @@ def _check_inputs(
         raise ThriftyError("current_replicas must be >= 0", details={"value": current_replicas})
     if not math.isfinite(now_s):
         raise ThriftyError("now_s must be finite", details={"value": now_s})
+    values = list(map(_rec, samples))
+    if all(map(math.isfinite, map(_time, samples))) and all(map(math.isfinite, values)) and min(values, default=0) >= 0:
+        return  # the common case, checked without a Python-level loop; the loop below names the bad sample
     for t, v in samples:
         if not (math.isfinite(t) and math.isfinite(v) and v >= 0):
             raise ThriftyError("in-flight samples must be finite with in-flight >= 0", details={"sample": [t, v]})
